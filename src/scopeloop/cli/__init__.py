@@ -1,0 +1,1 @@
+"""Command-line interface (top layer): ``scopeloop run | validate | evaluate | train | bench | report``."""

@@ -1,0 +1,43 @@
+"""`scopeloop bench`: run the speed benchmarks, print figures, write JSON."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import typer
+
+from ._common import BadInput, cli_errors
+
+# name -> module under scopeloop.bench exposing `run(quick: bool, device: str) -> dict`
+BENCHMARKS = {
+    "rendering": "scopeloop.bench.rendering",
+    "segmentation": "scopeloop.bench.segmentation",
+    "loop": "scopeloop.bench.loop",
+}
+
+
+def bench(
+    names: list[str] = typer.Argument(None, help=f"Benchmarks to run: {', '.join(BENCHMARKS)}."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer repeats (smoke test)."),
+    device: str = typer.Option("auto", help="Torch device for analysis benchmarks."),
+    out: Path = typer.Option(Path("bench_results"), help="Folder for the JSON results."),
+) -> None:
+    """Run speed benchmarks; print the figures and write one JSON file per benchmark."""
+    with cli_errors():
+        chosen = names or list(BENCHMARKS)
+        unknown = [n for n in chosen if n not in BENCHMARKS]
+        if unknown:
+            raise BadInput(f"unknown benchmark {unknown[0]!r}; choose from {list(BENCHMARKS)}")
+        out.mkdir(parents=True, exist_ok=True)
+        for name in chosen:
+            try:
+                module = importlib.import_module(BENCHMARKS[name])
+            except ModuleNotFoundError as exc:
+                typer.echo(f"{name}: not available ({exc})", err=True)
+                continue
+            result = module.run(quick=quick, device=device)
+            path = out / f"{name}.json"
+            path.write_text(json.dumps(result, indent=2))
+            typer.echo(f"{name}: results written to {path}")
