@@ -24,13 +24,18 @@ class Clock:
         Specimen time at the moment the clock is created (or last reset).
     """
 
-    def __init__(self, time_scale: float = 1.0, start_s: float = 0.0) -> None:
+    def __init__(
+        self, time_scale: float = 1.0, start_s: float = 0.0, *, fast_forward: bool = False
+    ) -> None:
         if not time_scale > 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale!r}")
         self._lock = threading.Lock()
         self._time_scale = float(time_scale)
         self._wall0 = time.perf_counter()
         self._t0 = float(start_s)
+        # Fast-forward (simulation only): waits jump the clock instead of sleeping, so
+        # plans with nothing to wait for (fixed-rate reference runs) finish at compute speed.
+        self.fast_forward = fast_forward
 
     @property
     def time_scale(self) -> float:
@@ -41,9 +46,16 @@ class Clock:
         with self._lock:
             return self._t0 + (time.perf_counter() - self._wall0) * self._time_scale
 
-    def reset(self, start_s: float = 0.0, time_scale: float | None = None) -> None:
+    def reset(
+        self,
+        start_s: float = 0.0,
+        time_scale: float | None = None,
+        fast_forward: bool | None = None,
+    ) -> None:
         """Restart the clock at ``start_s`` (optionally with a new scale)."""
         with self._lock:
+            if fast_forward is not None:
+                self.fast_forward = fast_forward
             if time_scale is not None:
                 if not time_scale > 0:
                     raise ValueError(f"time_scale must be > 0, got {time_scale!r}")
@@ -60,6 +72,14 @@ class Clock:
 
         Returns False if ``cancel`` was set before the time was reached.
         """
+        if self.fast_forward:
+            if cancel is not None and cancel.is_set():
+                return False
+            with self._lock:
+                now = self._t0 + (time.perf_counter() - self._wall0) * self._time_scale
+                if t_s > now:
+                    self._t0 += t_s - now
+            return True
         while True:
             remaining = self.to_wall_s(t_s - self.now_s())
             if remaining <= 0:
