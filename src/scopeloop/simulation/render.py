@@ -195,7 +195,7 @@ def _nuclei(
         texture=texture,
         irregularity=irregular,
         shape_seed=c.shape_seed,
-        edge_px=max(0.35 / pixel_size_um, 0.5),
+        edge_px=max(0.2 / pixel_size_um, 0.4),
         texture_scale_px=float(np.clip(0.8 / pixel_size_um, 0.6, 3.0)),
     )
 
