@@ -26,6 +26,7 @@ __all__ = ["CellStage", "MitosisRecord", "Specimen", "SpecimenOptions"]
 
 # How far apart sister chromatids start at anaphase, and how fast daughters part.
 _SPLIT_OFFSET_UM = 0.8
+_IDS_PER_TILE = 2048
 _ANAPHASE_SPEED_UM_S = 0.6 / 60.0
 _TELOPHASE_SPEED_UM_S = 0.25 / 60.0
 
@@ -155,7 +156,7 @@ class _Tile:
     cells: _Cells
     t_s: float = 0.0
     step: int = 0
-    next_local_id: int = 1
+    next_local_id: int = 1  # 0 is background in label images
     open_mitoses: dict[int, int] = field(default_factory=dict)  # cell id -> record index
 
 
@@ -301,12 +302,18 @@ class Specimen:
         return np.random.default_rng([self.seed, k0, k1, step + 1])
 
     def _new_ids(self, tile: _Tile, n: int) -> NDArray[np.int64]:
-        # globally unique, deterministic ids: tile hash in the high bits
-        base = ((tile.key[0] & 0xFFF) << 12 | (tile.key[1] & 0xFFF)) << 20
-        ids = base + np.arange(tile.next_local_id, tile.next_local_id + n, dtype=np.int64)
+        # Deterministic ids, unique over a plate and fitting uint32 label images:
+        # 20 bits of tile index (tiles 1024 apart would collide: far beyond any plate)
+        # and 11 bits of per-tile serial number.
+        tile_index = (tile.key[0] % 1024) * 1024 + (tile.key[1] % 1024)
+        local = np.arange(tile.next_local_id, tile.next_local_id + n, dtype=np.int64)
+        if tile.next_local_id + n > _IDS_PER_TILE:
+            raise RuntimeError(
+                f"more than {_IDS_PER_TILE} cells born in one {self.options.tile_um} um tile; "
+                "use a smaller tile_um"
+            )
         tile.next_local_id += n
-        # labels are uint32 in images: fold into 31 bits, never 0
-        return np.asarray((ids % (2**31 - 2)) + 1, dtype=np.int64)
+        return np.asarray(tile_index * _IDS_PER_TILE + local, dtype=np.int64)
 
     def _new_cells(
         self,
@@ -519,6 +526,15 @@ class Specimen:
         """Every mitosis begun so far in any observed tile (ground truth)."""
         with self._lock:
             return sorted(self._mitoses, key=lambda r: (r.onset_s, r.cell_id))
+
+    def all_cells(self) -> _Cells:
+        """Every cell of every tile simulated so far (creates no new tiles)."""
+        with self._lock:
+            out = _Cells.empty()
+            for tile in self._tiles.values():
+                if tile is not None:
+                    out.extend(tile.cells)
+            return out
 
     def cells_in(
         self, x0: float, y0: float, x1: float, y1: float, margin_um: float = 40.0
