@@ -90,29 +90,35 @@ def draw_nuclei(
         x0, x1 = max(int(cx - reach), 0), min(int(cx + reach) + 2, w)
         if y0 >= y1 or x0 >= x1:
             continue
-        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-        dy = yy - cy
-        dx = xx - cx
-        ca, sa = np.cos(nuclei.angle[i]), np.sin(nuclei.angle[i])
+        yi = np.arange(y0, y1)[:, None]
+        xi = np.arange(x0, x1)[None, :]
+        dy = (yi - cy).astype(np.float32)
+        dx = (xi - cx).astype(np.float32)
+        ca, sa = np.float32(np.cos(nuclei.angle[i])), np.float32(np.sin(nuclei.angle[i]))
         u = dx * ca + dy * sa
-        v = -dx * sa + dy * ca
-        r = np.sqrt((u / a) ** 2 + (v / b) ** 2)
+        v = dy * ca - dx * sa
+        r = np.sqrt((u / np.float32(a)) ** 2 + (v / np.float32(b)) ** 2)
         if irr > 0:
             amps, phases = _harmonics(int(nuclei.shape_seed[i]), irr)
-            theta = np.arctan2(v, u)
-            bump = np.ones_like(r)
-            for k, (amp, ph) in enumerate(zip(amps, phases, strict=True), start=2):
-                bump += amp * np.cos(k * theta + ph)
+            # cos(k*theta + phase) as Re(z**k * e^(i*phase)), z = e^(i*theta): no arctan2
+            z = (u + 1j * v).astype(np.complex64)
+            z /= np.maximum(np.abs(z), np.float32(1e-6))
+            zk = z
+            bump = np.ones(r.shape, np.float32)
+            for amp, ph in zip(amps, phases, strict=True):
+                zk = zk * z  # k = 2, 3, ...
+                bump += np.float32(amp) * (zk * np.complex64(np.exp(1j * ph))).real
             r = r / bump
         # signed distance to the outline, in pixels (approx.), for a soft optical edge
-        d = (1.0 - r) * b
+        d = (np.float32(1.0) - r) * np.float32(b)
         inside = d > 0
-        profile = 1.0 / (1.0 + np.exp(-d / max(nuclei.edge_px, 1e-3)))
+        # logistic edge written with tanh, which cannot overflow in float32
+        profile = 0.5 + 0.5 * np.tanh(d / np.float32(2 * max(nuclei.edge_px, 1e-3)))
         # slightly brighter rim-to-centre dome, as a flattened sphere of chromatin
         dome = 0.85 + 0.15 * np.sqrt(np.clip(1.0 - r * r, 0.0, 1.0))
         seed = int(nuclei.shape_seed[i])
         oy, ox = (seed * 7919) % _TILE, (seed * 104729) % _TILE
-        t = tex[(yy.astype(np.intp) + oy) % _TILE, (xx.astype(np.intp) + ox) % _TILE]
+        t = tex[(yi + oy) % _TILE, (xi + ox) % _TILE]
         texture = np.clip(1.0 + float(nuclei.texture[i]) * t, 0.05, None)
         image[y0:y1, x0:x1] += (float(nuclei.brightness[i]) * profile * dome * texture).astype(
             np.float32

@@ -67,14 +67,16 @@ def camera_readout(
     offset and clipping to ``bit_depth``.
     """
     mean = np.clip(photons, 0, None) * np.float32(quantum_efficiency)
-    # Shot noise: exact Poisson where counts are low, its normal limit elsewhere
-    # (indistinguishable above ~50 e-, and several times faster on big frames).
+    read_var = np.float32(read_noise_e**2)
+    # Shot + read noise in one normal draw where counts are high (the Poisson's normal
+    # limit, indistinguishable above ~50 e-); exact Poisson + read noise where low.
     noise = rng.standard_normal(photons.shape, dtype=np.float32)
-    electrons = mean + np.sqrt(mean) * noise
+    electrons = mean + np.sqrt(mean + read_var) * noise
     low = mean < 50
     if low.any():
-        electrons[low] = rng.poisson(mean[low]).astype(np.float32)
-    electrons += rng.standard_normal(photons.shape, dtype=np.float32) * np.float32(read_noise_e)
+        electrons[low] = rng.poisson(mean[low]).astype(np.float32) + noise[low] * np.float32(
+            read_noise_e
+        )
     adu = electrons / gain_e_per_adu + offset_adu
     np.clip(adu, 0, 2**bit_depth - 1, out=adu)
     if out is None:
