@@ -183,3 +183,18 @@ def test_bad_configs_give_clear_errors(tmp_path: Path) -> None:
     )
     with pytest.raises(MicroscopeConfigError, match="SimFilterWheelTypo"):
         make_core(broken)
+
+
+def test_fault_knobs_act_through_device_properties(sim_core: CMMCorePlus) -> None:
+    core = sim_core
+    core.setProperty("Camera", "FaultOnSnap", 2)
+    core.snap()
+    with pytest.raises(Exception, match="simulated camera fault"):
+        core.snap()
+    core.snap()  # a one-off fault: the camera works again
+    core.setProperty("XYStage", "FaultOnMove", 1)
+    with pytest.raises(Exception, match="simulated XY stage fault"):
+        core.setXYPosition(100.0, 100.0)
+    core.setProperty("XYStage", "FaultDropMoves", 1)
+    core.setXYPosition(500.0, 500.0)
+    assert core.getXYPosition() != (500.0, 500.0)  # the stage stalled

@@ -149,6 +149,26 @@ class SimCamera(_WorldDevice, SimpleCameraDevice):
 
         self.world.camera = replace(self.world.camera, offset_adu=float(value))
 
+    # Fault injection, through the device's own properties (as a flaky camera would
+    # misbehave): the Nth snap from now raises; each snap takes extra wall time.
+    @pymm_property(name="FaultOnSnap", limits=(0, 1_000_000))
+    def fault_on_snap(self) -> int:
+        return self.world.faults.camera_error_on_snap or 0
+
+    @fault_on_snap.setter
+    def fault_on_snap(self, value: int) -> None:
+        faults = self.world.faults
+        faults.camera_error_on_snap = int(value) or None
+        faults._snaps = 0
+
+    @pymm_property(name="ExtraSnapDelay_s", limits=(0.0, 60.0))
+    def extra_snap_delay(self) -> float:
+        return self.world.faults.snap_delay_s
+
+    @extra_snap_delay.setter
+    def extra_snap_delay(self, value: float) -> None:
+        self.world.faults.snap_delay_s = float(value)
+
     def snap(self, buffer: np.ndarray) -> Mapping[str, Any]:
         world = self.world
         if world.faults.snap_delay_s:
@@ -176,6 +196,25 @@ class SimXYStage(_WorldDevice, XYStageDevice):
 
     def get_position_um(self) -> tuple[float, float]:
         return self.world.xy_um
+
+    # Fault injection: the Nth move from now raises; or moves are silently dropped.
+    @pymm_property(name="FaultOnMove", limits=(0, 1_000_000))
+    def fault_on_move(self) -> int:
+        return self.world.faults.xy_error_on_move or 0
+
+    @fault_on_move.setter
+    def fault_on_move(self, value: int) -> None:
+        faults = self.world.faults
+        faults.xy_error_on_move = int(value) or None
+        faults._moves = 0
+
+    @pymm_property(name="FaultDropMoves", allowed_values=(0, 1))
+    def fault_drop_moves(self) -> int:
+        return int(self.world.faults.xy_drop_move)
+
+    @fault_drop_moves.setter
+    def fault_drop_moves(self, value: int) -> None:
+        self.world.faults.xy_drop_move = bool(int(value))
 
     def set_origin_x(self) -> None:
         raise NotImplementedError("the simulated stage keeps plate coordinates")
