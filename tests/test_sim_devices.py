@@ -67,7 +67,9 @@ def test_mda_over_wells_shows_cells_where_ground_truth_says(sim_core: CMMCorePlu
     plan = useq.WellPlatePlan(
         plate="96-well", a1_center_xy=(0, 0), selected_wells=([1, 1, 1], [1, 2, 3])
     )
-    seq = useq.MDASequence(stage_positions=plan, channels=["FITC"], time_plan={"interval": 0, "loops": 2})
+    seq = useq.MDASequence(
+        stage_positions=plan, channels=["FITC"], time_plan={"interval": 0, "loops": 2}
+    )
     frames: list[tuple[np.ndarray, np.ndarray, str]] = []
 
     def on_frame(img: np.ndarray, event: useq.MDAEvent, meta: dict) -> None:
@@ -178,9 +180,7 @@ def test_bad_configs_give_clear_errors(tmp_path: Path) -> None:
         with pytest.raises(MicroscopeConfigError, match=r"mmcore install.*scopeloop_sim\.cfg"):
             make_core(CPP_DEMO_CONFIG)
     broken = tmp_path / "broken.cfg"
-    broken.write_text(
-        SIM_CONFIG.read_text().replace("SimFilterWheel", "SimFilterWheelTypo")
-    )
+    broken.write_text(SIM_CONFIG.read_text().replace("SimFilterWheel", "SimFilterWheelTypo"))
     with pytest.raises(MicroscopeConfigError, match="SimFilterWheelTypo"):
         make_core(broken)
 

@@ -124,9 +124,7 @@ def pixel_size_um(core: CMMCorePlus) -> float:
         return px
     for name in core.getAvailablePixelSizeConfigs():
         data = core.getPixelSizeConfigData(name)
-        if all(
-            str(core.getProperty(dev, prop)) == str(val) for dev, prop, val in data
-        ):
+        if all(str(core.getProperty(dev, prop)) == str(val) for dev, prop, val in data):
             binning = 1
             cam = core.getCameraDevice()
             if cam and core.hasProperty(cam, "Binning"):

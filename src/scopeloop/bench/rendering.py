@@ -36,11 +36,11 @@ def run(quick: bool = False, device: str = "auto") -> dict[str, Any]:
     for objective, size, density in CASES:
         sp = Specimen(1, SpecimenOptions(well_densities_per_mm2={"A1": density}))
         rng = np.random.default_rng(0)
-        kw = dict(
-            x_um=0.0, y_um=0.0, z_um=1.0, shape_yx=(size, size), binning=1,
-            objective=OBJECTIVES[objective], channel=CHANNELS["FITC"], exposure_ms=30.0,
-            light_on=True, rng=rng,
-        )  # fmt: skip
+        kw = {
+            "x_um": 0.0, "y_um": 0.0, "z_um": 1.0, "shape_yx": (size, size), "binning": 1,
+            "objective": OBJECTIVES[objective], "channel": CHANNELS["FITC"], "exposure_ms": 30.0,
+            "light_on": True, "rng": rng,
+        }  # fmt: skip
         render_frame(sp, **kw)  # type: ignore[arg-type]  # creates and populates the tiles
         sp.advance_to(6 * 3600)
         render_frame(sp, **kw)  # type: ignore[arg-type]
@@ -54,14 +54,21 @@ def run(quick: bool = False, device: str = "auto") -> dict[str, Any]:
             times.append(time.perf_counter() - t0)
         ms = 1000 * float(np.median(times))
         results.append(
-            {"objective": objective, "size_px": size, "cells_in_field": n_cells,
-             "ms_per_frame_median": round(ms, 2), "frames_per_s": round(1000 / ms, 1),
-             "repeats": repeats}  # fmt: skip
+            {
+                "objective": objective,
+                "size_px": size,
+                "cells_in_field": n_cells,
+                "ms_per_frame_median": round(ms, 2),
+                "frames_per_s": round(1000 / ms, 1),
+                "repeats": repeats,
+            }
         )
         print(f"{objective:>9} {size:>4}x{size:<4} {n_cells:>6} {ms:>9.1f} {1000 / ms:>9.1f}")
     return {
         "benchmark": "rendering",
-        "machine": {"processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},  # fmt: skip
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
         "results": results,
     }

@@ -1,7 +1,10 @@
+# mypy: disable-error-code="no-redef"
+# (pymm_property getter/setter pairs reuse one name, as @property does)
 """Simulated microscope devices for pymmcore-plus ``UniMMCore``.
 
-Loaded from a Micro-Manager ``.cfg`` with ``#py pyDevice,<Label>,scopeloop.simulation.devices,<Class>``
-lines (see ``mm_configs/scopeloop_sim.cfg``). They expose the standard
+Loaded from a Micro-Manager ``.cfg`` with
+``#py pyDevice,<Label>,scopeloop.simulation.devices,<Class>`` lines (see
+``mm_configs/scopeloop_sim.cfg``). They expose the standard
 Micro-Manager properties a user looks for and all act on one shared
 :class:`~scopeloop.simulation.world.SimWorld` per core.
 """
@@ -103,9 +106,7 @@ class SimCamera(_WorldDevice, SimpleCameraDevice):
     def set_exposure(self, exposure: float) -> None:
         exposure = float(exposure)
         if not 0.01 <= exposure <= 60_000:
-            raise ValueError(
-                f"Camera Exposure must be between 0.01 and 60000 ms, got {exposure!r}"
-            )
+            raise ValueError(f"Camera Exposure must be between 0.01 and 60000 ms, got {exposure!r}")
         self._exposure_ms = exposure
 
     def get_binning(self) -> int:
@@ -259,7 +260,8 @@ class SimShutter(_WorldDevice, ShutterDevice):
         # UniMMCore's auto-shutter only *announces* opening a Python shutter around a
         # snap (a "State" property change); it never calls set_open. Honour the
         # announcement, as a C++ core would open the shutter itself.
-        self.core.events.propertyChanged.connect(self._on_property_changed)
+        signal: Any = self.core.events.propertyChanged  # the core's real psygnal signal
+        signal.connect(self._on_property_changed)
 
     def _on_property_changed(self, device: str, prop: str, value: Any) -> None:
         if device == self.get_label() and prop == "State":

@@ -152,9 +152,7 @@ def _geometry(
 def _reporter(c: _Cells) -> NDArray[np.float64]:
     """S/G2/M reporter level (0..1): rises in S phase, degraded at anaphase."""
     level = np.clip((c.progress - 0.35) / 0.15, 0, 1)
-    level = np.where(
-        (c.stage == CellStage.PROPHASE) | (c.stage == CellStage.METAPHASE), 1.0, level
-    )
+    level = np.where((c.stage == CellStage.PROPHASE) | (c.stage == CellStage.METAPHASE), 1.0, level)
     return np.asarray(
         np.where((c.stage == CellStage.ANAPHASE) | (c.stage == CellStage.TELOPHASE), 0.0, level)
     )
@@ -181,8 +179,8 @@ def _nuclei(
     if channel is None:
         brightness = np.ones(len(c))
     else:
-        brightness = density * c.fluor * (
-            channel.nuclear_marker + channel.cycle_reporter * _reporter(c)
+        brightness = (
+            density * c.fluor * (channel.nuclear_marker + channel.cycle_reporter * _reporter(c))
         )
     return NucleusBatch(
         center_y=(c.y - y_um) / pixel_size_um + (h - 1) / 2,

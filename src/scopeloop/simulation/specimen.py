@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import useq
@@ -122,15 +122,31 @@ class _Cells:
     spindle: NDArray[np.float64]  # division axis, radians
     sister: NDArray[np.int64]  # sister id for daughters still in ana/telophase, else 0
 
-    FIELDS = (
-        "id x y vx vy stage stage_t progress cycle_s radius aspect angle fluor dose "
-        "abnormal shape_seed spindle sister"
-    ).split()
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "id",
+        "x",
+        "y",
+        "vx",
+        "vy",
+        "stage",
+        "stage_t",
+        "progress",
+        "cycle_s",
+        "radius",
+        "aspect",
+        "angle",
+        "fluor",
+        "dose",
+        "abnormal",
+        "shape_seed",
+        "spindle",
+        "sister",
+    )
 
     @classmethod
     def empty(cls) -> _Cells:
-        kinds = dict(id=np.int64, stage=np.int8, abnormal=np.bool_, shape_seed=np.int64,
-                     sister=np.int64)  # fmt: skip
+        kinds = {"id": np.int64, "stage": np.int8, "abnormal": np.bool_, "shape_seed": np.int64,
+                     "sister": np.int64}  # fmt: skip
         return cls(**{f: np.zeros(0, dtype=kinds.get(f, np.float64)) for f in cls.FIELDS})
 
     def __len__(self) -> int:
@@ -176,7 +192,8 @@ class Specimen:
         self.options = options or SpecimenOptions()
         try:
             self.plan = useq.WellPlatePlan(
-                plate=self.options.plate, a1_center_xy=self.options.a1_center_xy_um
+                plate=self.options.plate,  # type: ignore[arg-type]  # useq accepts plate keys
+                a1_center_xy=self.options.a1_center_xy_um,
             )
         except Exception as exc:
             raise ValueError(
@@ -369,8 +386,7 @@ class Specimen:
     def _stage_duration(self, stage: NDArray[np.int8]) -> NDArray[np.float64]:
         o = self.options
         table = np.array(
-            [np.inf, o.prophase_min, o.metaphase_min, o.anaphase_min, o.telophase_min,
-             o.dying_min]  # fmt: skip
+            [np.inf, o.prophase_min, o.metaphase_min, o.anaphase_min, o.telophase_min, o.dying_min]
         )
         return np.asarray(table[stage] * 60.0)
 
@@ -427,9 +443,12 @@ class Specimen:
                 tile.open_mitoses[int(c.id[i])] = len(self._mitoses)
                 self._mitoses.append(
                     MitosisRecord(
-                        cell_id=int(c.id[i]), well=tile.well, x_um=float(c.x[i]),
-                        y_um=float(c.y[i]), onset_s=t_next - dt + float(rng.uniform(0, dt)),
-                    )  # fmt: skip
+                        cell_id=int(c.id[i]),
+                        well=tile.well,
+                        x_um=float(c.x[i]),
+                        y_um=float(c.y[i]),
+                        onset_s=t_next - dt + float(rng.uniform(0, dt)),
+                    )
                 )
             done = (c.stage != CellStage.INTERPHASE) & (
                 c.stage_t >= self._stage_duration(c.stage) * (0.8 + 0.4 * self._jitter(c))
@@ -556,9 +575,7 @@ class Specimen:
                     out.extend(c.take(sel))
             return out
 
-    def illuminate(
-        self, x0: float, y0: float, x1: float, y1: float, dose: float
-    ) -> int:
+    def illuminate(self, x0: float, y0: float, x1: float, y1: float, dose: float) -> int:
         """Shine ``dose`` on every cell in the box: phototoxic dose and bleaching.
 
         Returns the number of cells hit.
@@ -592,9 +609,9 @@ class Specimen:
 
         return render_labels(self, x_um, y_um, shape_yx, pixel_size_um)
 
-    def stage_of(self, cell_id: int) -> Literal[
-        "interphase", "prophase", "metaphase", "anaphase", "telophase", "dying", "gone"
-    ]:
+    def stage_of(
+        self, cell_id: int
+    ) -> Literal["interphase", "prophase", "metaphase", "anaphase", "telophase", "dying", "gone"]:
         """Current stage name of a cell (ground truth), 'gone' if it no longer exists."""
         with self._lock:
             for tile in self._tiles.values():
