@@ -546,6 +546,26 @@ class Specimen:
         with self._lock:
             return sorted(self._mitoses, key=lambda r: (r.onset_s, r.cell_id))
 
+    def ground_truth(self) -> dict[str, object]:
+        """JSON-ready ground truth of the run so far: mitoses, wells, light, options.
+
+        Write it beside a simulated run: the biology depends on the light the
+        run shone, so the seed alone cannot regenerate it exactly.
+        """
+        with self._lock:
+            mitoses = [dict(m.__dict__) for m in self.mitoses()]
+            for m in mitoses:
+                m["daughter_ids"] = list(m["daughter_ids"])  # type: ignore[call-overload]
+            observed = sorted({t.well for t in self._tiles.values() if t is not None})
+            return {
+                "seed": self.seed,
+                "t_s": self.t_s,
+                "options": self.options.model_dump(mode="json"),
+                "total_light_dose": self.total_light_dose,
+                "well_densities_per_mm2": {w: self._densities[w] for w in observed},
+                "mitoses": mitoses,
+            }
+
     def all_cells(self) -> _Cells:
         """Every cell of every tile simulated so far (creates no new tiles)."""
         with self._lock:
