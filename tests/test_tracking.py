@@ -58,7 +58,7 @@ def test_measurements_in_stage_micrometres() -> None:
     assert m.x_um[0] > 0 and m.y_um[0] < 0
     r, c = stage_to_pixel(float(m.x_um[0]), float(m.y_um[0]), SHAPE, 0.0, 0.0, PX)
     assert (r, c) == pytest.approx((20.0, 100.0), abs=1e-6)
-    x, y = pixel_to_stage_um(20.0, 100.0, SHAPE, 0.0, 0.0, PX)
+    x, _y = pixel_to_stage_um(20.0, 100.0, SHAPE, 0.0, 0.0, PX)
     assert float(x) == pytest.approx(float(m.x_um[0]))
 
 
@@ -96,7 +96,7 @@ def test_division_one_track_becomes_two() -> None:
     _, r1 = _track(tracker, [(64, 64, 8, 1600.0), (20, 20, 9, 700.0)], 120.0)  # condensed
     assert int(r1.track_ids[0]) == parent
     # Anaphase/telophase: two small daughters either side of where the parent was.
-    meas, r2 = _track(
+    _meas, r2 = _track(
         tracker, [(64, 56, 6, 1500.0), (64, 72, 6, 1500.0), (20, 20, 9, 700.0)], 240.0
     )
     assert len(r2.divisions) == 1

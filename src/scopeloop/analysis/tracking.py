@@ -172,7 +172,7 @@ class Tracker:
         n = len(meas)
         ids = np.zeros(n, dtype=np.int64)
         field_i = float(np.median(meas.net_mean_intensity)) if n else 0.0
-        candidates = [t for t in self.active]
+        candidates = list(self.active)
         divisions: list[Division] = []
         appeared: list[int] = []
         disappeared: list[int] = []
