@@ -39,22 +39,31 @@ class BurstOnEventPolicyConfig(_PolicyBase):
 
     kind: Literal["burst_on_event"] = "burst_on_event"
     trigger_kinds: tuple[str, ...] = Field(("mitosis_onset",), min_length=1)
+    sustain_kinds: tuple[str, ...] = Field(
+        ("mitosis_ongoing",), description="Detections that say a started event is still running."
+    )
     end_kinds: tuple[str, ...] = Field(
         ("division",), description="Detections that mean the event is over."
     )
+    match_radius_um: float = Field(
+        30.0, gt=0, description="Sustain/end evidence this close to an event belongs to it."
+    )
+    mode: str = Field("burst", min_length=1, description="Mode name of burst frames.")
     min_score: float = Field(0.5, ge=0)
     burst_interval_s: float = Field(120.0, gt=0, description="Fast interval during a burst.")
     min_fast_frames: int = Field(
         5, ge=1, description="Fast frames taken before a burst may end (hysteresis)."
     )
     post_end_s: float = Field(
-        600.0, ge=0, description="Keep imaging fast this long after the event's end is seen."
+        0.0, ge=0, description="Keep imaging fast this long after the event's end is seen."
     )
     quiet_s: float = Field(
-        2700.0, gt=0, description="End the burst when no trigger or end evidence for this long."
+        900.0,
+        gt=0,
+        description="An event with no trigger or sustain evidence for this long is over.",
     )
     max_burst_s: float = Field(
-        5400.0, gt=0, description="Hard upper bound on one burst (safety against stuck events)."
+        4800.0, gt=0, description="Hard upper bound on one burst (safety against stuck events)."
     )
     refractory_s: float = Field(
         0.0, ge=0, description="After a burst ends, ignore new triggers at that position this long."
