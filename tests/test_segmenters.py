@@ -1,0 +1,78 @@
+"""The Segmenter seam: registry, device choice, classical baseline on known nuclei."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+
+from scopeloop.analysis.segmenter import (
+    Segmenter,
+    available_segmenters,
+    get_segmenter,
+    select_device,
+)
+
+
+def _nuclei_image(dtype: type = np.uint16, touching: bool = True) -> tuple[np.ndarray, int]:
+    rng = np.random.default_rng(0)
+    img = np.zeros((160, 160), np.float32)
+    centres = [(40, 40), (120, 40), (40, 120), (120, 120)]
+    if touching:
+        centres += [(80, 72), (80, 92)]  # two nuclei touching side by side
+    for cy, cx in centres:
+        rr, cc = disk((cy, cx), 10, shape=img.shape)
+        img[rr, cc] += 600
+    img = rng.poisson(img + 50).astype(np.float32)
+    if dtype == np.uint8:
+        img = img / img.max() * 255
+    return img.astype(dtype), len(centres)
+
+
+def test_registry_lists_builtins_and_rejects_unknown() -> None:
+    names = available_segmenters()
+    assert {"classical", "unet"} <= set(names)
+    with pytest.raises(ValueError, match="unknown segmenter 'nope'"):
+        get_segmenter("nope")
+
+
+def test_device_selection() -> None:
+    import torch
+
+    auto = select_device("auto")
+    assert auto in {"cuda", "mps", "cpu"}
+    assert select_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            select_device("cuda")
+    with pytest.raises(ValueError, match="not a torch device"):
+        select_device("gpu0")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_classical_finds_each_nucleus_and_splits_touching(dtype: type) -> None:
+    seg = get_segmenter("classical")
+    assert isinstance(seg, Segmenter)
+    img, n = _nuclei_image(dtype)
+    labels = seg.segment(img)
+    assert labels.dtype == np.int32 and labels.shape == img.shape
+    assert labels.max() == n
+    # the two touching nuclei get different labels
+    assert labels[80, 70] != labels[80, 94] and labels[80, 70] > 0 and labels[80, 94] > 0
+
+
+def test_classical_batched_equals_per_frame_and_empty_frame_is_empty() -> None:
+    seg = get_segmenter("classical")
+    a, _ = _nuclei_image()
+    b = np.full_like(a, 100)
+    batch = seg.segment(np.stack([a, b]))
+    assert batch.shape == (2, *a.shape)
+    np.testing.assert_array_equal(batch[0], seg.segment(a))
+    assert batch[1].max() == 0
+
+
+def test_classical_rejects_bad_options_and_shapes() -> None:
+    with pytest.raises(ValueError, match="unknown option"):
+        get_segmenter("classical", threshold=3)
+    with pytest.raises(ValueError, match="shape"):
+        get_segmenter("classical").segment(np.zeros((2, 2, 2, 2)))
