@@ -200,7 +200,7 @@ class MitosisDetector:
             inten = float(meas.net_mean_intensity[i])
             area = float(meas.area_um2[i])
             circ = float(meas.circularity[i])
-            history = list(track.points)[:-1][-cfg.history_frames :]
+            history = [p for p in list(track.points)[:-1] if t - p.t_s <= cfg.history_s]
 
             if tid not in self._onsets and len(history) == 0 and orphans:
                 near = [o for o in orphans if np.hypot(o.x_um - x, o.y_um - y) < 20.0]
@@ -261,15 +261,24 @@ class MitosisDetector:
                     "field_bright": field_ratio >= cfg.min_field_intensity_ratio,
                 }
                 votes = sum(cues.values())
-                fired = cues["brighter"] and votes >= cfg.min_votes
+                solid = float(meas.solidity[i]) >= cfg.min_solidity
+                strong = (
+                    i_ratio >= cfg.strong_intensity_ratio
+                    and field_ratio >= cfg.bright_override_ratio
+                )
+                fired = solid and (
+                    (cues["brighter"] and cues["smaller"] and votes >= cfg.min_votes) or strong
+                )
                 score = float(np.clip(0.5 * (i_ratio - 1) / (cfg.min_intensity_ratio - 1), 0, 1))
                 evidence = {
                     "rule": "condensation",
                     "intensity_ratio": i_ratio,
                     "area_ratio": a_ratio,
                     "circularity": circ,
+                    "solidity": float(meas.solidity[i]),
                     "field_ratio": field_ratio,
                     "votes": votes,
+                    "strong": strong,
                     "history_frames": len(history),
                 }
             else:
@@ -278,6 +287,8 @@ class MitosisDetector:
                 ref_i, ref_a = field_i, field_area
                 fired = (
                     n >= 3
+                    and not meas.touches_border[i]
+                    and float(meas.solidity[i]) >= cfg.min_solidity
                     and field_ratio >= cfg.bright_override_ratio
                     and circ >= cfg.min_circularity
                     and area <= field_area

@@ -182,6 +182,12 @@ def measure_objects(
     if not fg.any():
         return _empty(shape_yx, background, pixel_size_um)
 
+    original_ids = None
+    if int(lab.max()) > max(lab.size, 2**31 - 1) or int(lab.max()) > 4 * 65536:
+        # Sparse large ids (e.g. ground-truth cell ids): relabel so that regionprops'
+        # per-label tables stay small, and report the original ids.
+        original_ids, inverse = np.unique(lab, return_inverse=True)
+        lab = inverse.reshape(lab.shape)
     t = regionprops_table(lab.astype(np.int32, copy=False), intensity_image=img, properties=_PROPS)
     area_px = np.asarray(t["area"], dtype=np.float64)
     perim = np.asarray(t["perimeter"], dtype=np.float64)
@@ -201,7 +207,11 @@ def measure_objects(
     )
     mean_i = np.asarray(t["intensity_mean"], dtype=np.float64)
     return FrameMeasurements(
-        label=np.asarray(t["label"], dtype=np.int64),
+        label=(
+            np.asarray(t["label"], dtype=np.int64)
+            if original_ids is None
+            else original_ids[np.asarray(t["label"])].astype(np.int64)
+        ),
         area_um2=area_px * pixel_size_um**2,
         mean_intensity=mean_i,
         net_mean_intensity=np.maximum(mean_i - background, 1e-6),

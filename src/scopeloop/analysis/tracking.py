@@ -272,6 +272,11 @@ class Tracker:
             tr.last_label = int(meas.label[oi])
             tr.last_border = bool(meas.touches_border[oi])
 
+        late = self._late_divisions(frame, t_s, ids, meas)
+        for div in late:
+            divisions.append(div)
+            appeared[:] = [a for a in appeared if a not in div.daughters]
+
         # Forget long-ended tracks so memory stays bounded over an overnight run.
         if len(self.tracks) > 5000:
             for tid in [t.id for t in self.tracks.values() if t.ended][: len(self.tracks) - 4000]:
@@ -281,6 +286,72 @@ class Tracker:
         self._prev_labels = labels
         self._prev_grid = this_grid
         return TrackingResult(frame, t_s, ids, divisions, appeared, disappeared)
+
+    def _late_divisions(
+        self, frame: int, t_s: float, ids: NDArray[np.int64], meas: FrameMeasurements
+    ) -> list[Division]:
+        """Divisions recognised a frame or two late.
+
+        Right after anaphase the two daughters can still touch or overlap, so one
+        keeps the parent's track and the other shows up as an "appearance" with an
+        odd, partly hidden outline. Once both look alike, re-label: the parent track
+        ends at the frame the sister appeared, and both continue as daughters.
+        """
+        out: list[Division] = []
+        row_of = {int(t): i for i, t in enumerate(ids)}
+        for sis in [t for t in self.tracks.values() if not t.ended and t.origin == "appearance"]:
+            age = frame - sis.born_frame
+            if not 0 <= age <= 2 or sis.id not in row_of:
+                continue
+            b = row_of[sis.id]
+            best: tuple[float, Track] | None = None
+            for tr in self.tracks.values():
+                if tr.ended or tr is sis or tr.id not in row_of or tr.origin == "division":
+                    continue
+                before = [p for p in tr.points if p.frame < sis.born_frame]
+                if len(before) < 2:
+                    continue
+                a = row_of[tr.id]
+                ref_area = before[-1].area_um2
+                d = float(np.hypot(meas.x_um[a] - meas.x_um[b], meas.y_um[a] - meas.y_um[b]))
+                reach = max(4.0 * np.sqrt(ref_area / np.pi), self.min_link_um)
+                aa, ab = meas.area_um2[a], meas.area_um2[b]
+                ia, ib = meas.net_mean_intensity[a], meas.net_mean_intensity[b]
+                if (
+                    d <= reach
+                    and min(aa, ab) >= 0.6 * max(aa, ab)
+                    and min(ia, ib) >= 0.6 * max(ia, ib)
+                    and max(aa, ab) <= 1.1 * ref_area
+                    # daughters are much smaller than the parent was in interphase; two
+                    # interphase neighbours (one reappearing from behind the other) are not
+                    and max(aa, ab) <= 0.7 * max(p.area_um2 for p in before)
+                    and (best is None or d < best[0])
+                ):
+                    best = (d, tr)
+            if best is None:
+                continue
+            parent = best[1]
+            kid = self._new_track(sis.born_t_s, "division", parent=parent.id)
+            kid.born_frame = sis.born_frame
+            # Points from the sister's first frame on belong to the daughter, not the parent.
+            while parent.points and parent.points[-1].frame >= sis.born_frame:
+                kid.points.appendleft(parent.points.pop())
+            kid.last_label, kid.last_border = parent.last_label, parent.last_border
+            parent.ended, parent.ended_by = True, "division"
+            parent.children = (kid.id, sis.id)
+            sis.origin, sis.parent = "division", parent.id
+            ids[row_of[parent.id]] = kid.id
+            row_of[kid.id] = row_of.pop(parent.id)
+            a = row_of[kid.id]
+            out.append(
+                Division(
+                    parent=parent.id,
+                    daughters=(kid.id, sis.id),
+                    x_um=float((meas.x_um[a] + meas.x_um[b]) / 2),
+                    y_um=float((meas.y_um[a] + meas.y_um[b]) / 2),
+                )
+            )
+        return out
 
     def _find_divisions(
         self,
@@ -322,12 +393,12 @@ class Tracker:
                         continue
                     if np.hypot(meas.x_um[a] - meas.x_um[b], meas.y_um[a] - meas.y_um[b]) > reach:
                         continue
-                    if max(aa, ab) > 0.9 * p.area_um2 or min(aa, ab) < 0.4 * max(aa, ab):
+                    if max(aa, ab) > 0.9 * p.area_um2 or min(aa, ab) < 0.25 * max(aa, ab):
                         continue
                     if not 0.4 * p.area_um2 <= aa + ab <= 2.2 * p.area_um2:
                         continue
                     ia, ib = meas.net_mean_intensity[a], meas.net_mean_intensity[b]
-                    if min(ia, ib) < 0.6 * max(ia, ib):
+                    if min(ia, ib) < 0.5 * max(ia, ib):
                         continue  # daughters look alike
                     score = float(np.hypot(mx - p.x_um, my - p.y_um))
                     if best is None or score < best[0]:

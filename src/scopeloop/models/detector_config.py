@@ -30,7 +30,7 @@ class _DetectorBase(BaseModel):
         None, description="Optional label for this detector in logs; defaults to its kind."
     )
     min_area_um2: float = Field(
-        20.0, ge=0, description="Objects smaller than this (debris, noise) are ignored."
+        8.0, ge=0, description="Objects smaller than this (debris, noise) are ignored."
     )
     max_area_um2: float = Field(
         2000.0, gt=0, description="Objects larger than this (clumps, artefacts) are ignored."
@@ -59,8 +59,13 @@ class MitosisDetectorConfig(_DetectorBase):
     kind: Literal["mitosis"] = "mitosis"
     onset: bool = Field(True, description="Report mitosis_onset (prophase) detections.")
     division: bool = Field(True, description="Report division detections (track splits).")
-    history_frames: int = Field(
-        4, ge=1, description="Frames of the track's own past used as its interphase reference."
+    history_s: float = Field(
+        3600.0,
+        gt=0,
+        description=(
+            "Span of the track's own past (median) used as its interphase reference; "
+            "in time, not frames, so fast bursts do not shorten it."
+        ),
     )
     min_track_frames: int = Field(
         2, ge=1, description="A track needs this many past frames before onset can fire."
@@ -77,13 +82,20 @@ class MitosisDetectorConfig(_DetectorBase):
     min_field_intensity_ratio: float = Field(
         1.2, ge=0, description="Mean intensity / the median object's mean intensity in the frame."
     )
+    min_solidity: float = Field(
+        0.88,
+        ge=0,
+        le=1,
+        description="A condensing nucleus stays convex; crescents are occlusions by neighbours.",
+    )
     min_votes: int = Field(
-        2,
-        ge=1,
+        3,
+        ge=2,
         le=4,
         description=(
-            "How many of the four cues (own brightening, own shrinking, roundness, bright "
-            "in the field) must agree; brightening relative to the track is always required."
+            "How many of the four cues (brighter and smaller than its own past, round, "
+            "bright in the field) must agree; brighter and smaller are always required "
+            "(brightening at constant size is a neighbour crossing over, not condensation)."
         ),
     )
     bright_override_ratio: float = Field(
@@ -92,6 +104,15 @@ class MitosisDetectorConfig(_DetectorBase):
         description=(
             "A new track (no history) this many times brighter than the field's median "
             "object and round counts as already in mitosis."
+        ),
+    )
+    strong_intensity_ratio: float = Field(
+        2.5,
+        gt=1.0,
+        description=(
+            "Brightening against its own past this strong (more than two overlapping "
+            "interphase nuclei can give), with a bright, convex object, fires without the "
+            "size cue (the reference may be spoiled by an earlier occlusion)."
         ),
     )
     cooldown_s: float = Field(
