@@ -144,7 +144,7 @@ def test_confluence_motion_and_morphology_detectors_report_the_field() -> None:
     w = max(spec.well_names, key=spec.well_density)
     x, y = spec.well_center_um(w)
     cfgs = [ConfluenceDetectorConfig(), MotionDetectorConfig(), AbnormalMorphologyDetectorConfig()]
-    dets, spec, pa = _run_field(4, x, y, 1800, 600, cfgs)
+    dets, spec, _ = _run_field(4, x, y, 1800, 600, cfgs)
     conf = [d for d in dets if d.kind == "confluence"]
     assert len(conf) == 3
     truth = len(np.unique(spec.labels(x, y, SHAPE, PX))) - 1
