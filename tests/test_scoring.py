@@ -1,0 +1,137 @@
+"""Scoring a run's frames against ground truth: catches, false triggers, light."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scopeloop.evaluation.run_scoring import FrameRow, load_run_frames, score_frames
+
+PX = 0.65
+SHAPE = (512, 512)  # a 333 um field
+
+
+def _frames(pos: str, x: float, times: list[float], mode: str = "baseline") -> list[FrameRow]:
+    return [
+        FrameRow(
+            image=f"{pos}_{mode}",
+            position=pos,
+            mode=mode,
+            t_s=t,
+            x_um=x,
+            y_um=0.0,
+            pixel_size_um=PX,
+            shape_yx=SHAPE,
+            exposure_ms=50.0,
+        )
+        for t in times
+    ]
+
+
+def _gt(mitoses: list[dict]) -> dict:
+    return {"options": {"anaphase_min": 4.0}, "total_light_dose": 12.5, "mitoses": mitoses}
+
+
+def _mitosis(cell: int, x: float, onset: float) -> dict:
+    # prophase 15 min, metaphase 20 min, anaphase 4 min, telophase 10 min
+    return {
+        "cell_id": cell,
+        "well": "B2",
+        "x_um": x,
+        "y_um": 10.0,
+        "onset_s": onset,
+        "metaphase_s": onset + 900,
+        "anaphase_s": onset + 2100,
+        "end_s": onset + 2940,
+    }
+
+
+def test_fixed_slow_misses_and_a_burst_catches() -> None:
+    gt = _gt([_mitosis(1, 20.0, 3000.0), _mitosis(2, 5000.0, 3000.0), _mitosis(3, 2000.0, 3000.0)])
+    # Position A (x=0) and B (x=5000): baseline every 20 min for 3 h.
+    slow = [t * 1200.0 for t in range(10)]
+    frames = _frames("A", 0.0, slow) + _frames("B", 5000.0, slow)
+    s = score_frames("fixed slow", frames, gt)
+    # Mitosis 3 lies in no imaged field.
+    assert s.mitoses_in_fields == 2
+    assert s.caught == 0  # 2 frames in the 39-minute window
+    assert s.illumination_s == pytest.approx(20 * 0.05)
+    assert s.specimen_dose == 12.5
+    # Adaptive: at A, a burst every 2 min from 3600 s to 5400 s.
+    burst = [3600.0 + 120.0 * k for k in range(16)]
+    frames = (
+        _frames("A", 0.0, [t for t in slow if t < 3600 or t > 5400])
+        + _frames("A", 0.0, burst, mode="burst")
+        + _frames("B", 5000.0, slow)
+    )
+    s = score_frames("adaptive", frames, gt)
+    assert s.mitoses_in_fields == 2 and s.caught == 1 and s.caught_fraction == 0.5
+    caught = next(m for m in s.mitoses if m.caught)
+    assert caught.cell_id == 1 and caught.position == "A"
+    assert caught.first_burst_frame_s == 3600.0
+    assert s.bursts == 1 and s.false_triggers == 0
+
+
+def test_a_burst_without_mitosis_is_a_false_trigger() -> None:
+    gt = _gt([_mitosis(1, 20.0, 30000.0)])
+    frames = _frames("A", 0.0, [0.0, 1200.0]) + _frames(
+        "A", 0.0, [1300.0, 1420.0, 1540.0], mode="burst"
+    )
+    frames += _frames("A", 0.0, [2800.0, 4000.0])
+    # the second burst covers the mitosis
+    frames += _frames("A", 0.0, [30000.0 + 120 * k for k in range(30)], mode="burst")
+    s = score_frames("adaptive", frames, gt)
+    assert s.bursts == 2
+    assert s.false_triggers == 1
+    assert [b["false_trigger"] for b in s.burst_list] == [True, False]
+    assert s.caught == 1
+
+
+def test_mitoses_outside_the_run_or_unfinished_are_not_judged() -> None:
+    gt = _gt(
+        [
+            _mitosis(1, 0.0, 100_000.0),  # after the run
+            {**_mitosis(2, 0.0, 600.0), "anaphase_s": None, "end_s": None},  # unfinished
+        ]
+    )
+    frames = _frames("A", 0.0, [k * 600.0 for k in range(10)])
+    s = score_frames("x", frames, gt)
+    assert s.mitoses_in_fields == 0
+    assert s.to_json()["caught_fraction"] is None
+
+
+def test_frames_are_read_from_the_run_journal(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    arr = run / "images" / "A1_baseline.ome.zarr" / "0"
+    arr.mkdir(parents=True)
+    (arr / "zarr.json").write_text(json.dumps({"shape": [3, 1, 1, 256, 300]}))
+    lines = [
+        {
+            "status": "written",
+            "image": "A1_baseline",
+            "t": k,
+            "c": 0,
+            "z": 0,
+            "t_s": 600.0 * k,
+            "stage_x_um": 10.0,
+            "stage_y_um": -5.0,
+            "pixel_size_um": PX,
+            "exposure_ms": 40.0,
+            "position": "A1",
+            "mode": "baseline",
+        }
+        for k in range(3)
+    ]
+    lines.insert(1, {"status": "missing", "image": "A1_baseline", "t": 9, "reason": "fault"})
+    text = "\n".join(json.dumps(e) for e in lines) + '\n{"status": "writ'  # torn last line
+    (run / "frames.jsonl").write_text(text)
+    rows = load_run_frames(run)
+    assert [r.t_s for r in rows] == [0.0, 600.0, 1200.0]
+    assert rows[0].shape_yx == (256, 300)
+    assert rows[0].position == "A1" and rows[0].mode == "baseline"
+    assert rows[0].contains(10.0 + 0.5 * 300 * PX - 1, -5.0)
+    assert not rows[0].contains(10.0 + 0.5 * 300 * PX + 1, -5.0)
+    with pytest.raises(FileNotFoundError, match=r"no frames\.jsonl"):
+        load_run_frames(tmp_path)
