@@ -135,3 +135,83 @@ def test_frames_are_read_from_the_run_journal(tmp_path: Path) -> None:
     assert not rows[0].contains(10.0 + 0.5 * 300 * PX + 1, -5.0)
     with pytest.raises(FileNotFoundError, match=r"no frames\.jsonl"):
         load_run_frames(tmp_path)
+
+
+def _write_run(run: Path) -> None:
+    """A small run folder in the loop's layout: journal, image shape, decisions, provenance."""
+    arr = run / "images" / "A1_timelapse.ome.zarr" / "0"
+    arr.mkdir(parents=True)
+    (arr / "zarr.json").write_text(json.dumps({"shape": [40, 1, 1, 512, 512]}))
+    times = [k * 1200.0 for k in range(3)] + [3600.0 + 120 * k for k in range(16)]
+    times += [5520.0 + 1200 * k for k in range(3)]
+    entries = []
+    for k, t in enumerate(times):
+        mode = "burst" if 3600 <= t < 5500 else "baseline"
+        entries.append(
+            {
+                "status": "written",
+                "image": "A1_timelapse",
+                "t": k,
+                "t_s": t,
+                "stage_x_um": 0.0,
+                "stage_y_um": 0.0,
+                "pixel_size_um": PX,
+                "exposure_ms": 50.0,
+                "position": "A1",
+                "mode": mode,
+            }
+        )
+    (run / "frames.jsonl").write_text("\n".join(json.dumps(e) for e in entries) + "\n")
+    decisions = [
+        {
+            "t_s": 3590.0,
+            "source": "burst_on_event",
+            "position": "A1",
+            "action": {"type": "retime", "position": "A1", "interval_s": 120, "mode": "burst"},
+            "accepted": True,
+            "reason": "mitosis_onset",
+            "latency_ms": 12.5,
+        },
+        {
+            "t_s": 5500.0,
+            "source": "burst_on_event",
+            "position": "A1",
+            "action": {"type": "retime", "position": "A1", "interval_s": 1200, "mode": "baseline"},
+            "accepted": True,
+            "reason": "event over",
+            "latency_ms": 9.0,
+        },
+    ]
+    (run / "decisions.jsonl").write_text("\n".join(json.dumps(d) for d in decisions) + "\n")
+    (run / "run.json").write_text(
+        json.dumps(
+            {
+                "protocol": {
+                    "name": "mitosis_burst",
+                    "acquisition": {"interval_s": 1200},
+                    "policies": [{"kind": "burst_on_event", "burst_interval_s": 120}],
+                    "simulation": {"seed": 1},
+                }
+            }
+        )
+    )
+    (run / "ground_truth.json").write_text(json.dumps(_gt([_mitosis(7, 20.0, 3000.0)])))
+
+
+def test_report_is_written_with_plots_and_scores(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from typer.testing import CliRunner
+
+    from scopeloop.cli.main import app
+
+    run = tmp_path / "run"
+    _write_run(run)
+    res = CliRunner().invoke(app, ["report", str(run)])
+    assert res.exit_code == 0, res.output
+    page = (run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3  # timelines, light, latency
+    assert "1/1" in page  # the mitosis was caught by the burst
+    assert "mitosis_onset" in page
+    # A folder that is not a run is bad input (exit 2), one readable line.
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "does not exist" in res.output
