@@ -224,6 +224,7 @@ class Protocol(_Model):
         fast_forward: bool | None = None,
         seed: int | None = None,
         time_scale: float | None = None,
+        analysis: bool | None = None,
     ) -> Protocol:
         """A copy for a variant run (e.g. a fixed-rate reference plan with policies off)."""
         acq = self.acquisition.model_copy(
@@ -247,8 +248,10 @@ class Protocol(_Model):
         data = self.model_dump(mode="python")
         data["acquisition"] = acq.model_dump(mode="python")
         data["simulation"] = sim.model_dump(mode="python")
-        if not policies:
+        if not policies or analysis is False:
             data["policies"] = ()
+        if analysis is not None:
+            data["analysis"] = {**data["analysis"], "enabled": analysis}
         return Protocol.model_validate(data)
 
 
