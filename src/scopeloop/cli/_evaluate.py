@@ -1,11 +1,177 @@
-"""`scopeloop evaluate` (placeholder until its part lands)."""
+"""`scopeloop evaluate`: score a run against ground truth, or score segmenters.
+
+- ``scopeloop evaluate RUN`` scores a simulated run (mitoses caught, false
+  triggers, light) and runs the two fixed plans on the same specimen seed for
+  comparison; prints the three side by side and writes ``RUN/evaluation.json``.
+- ``scopeloop evaluate --segmenter NAME [...]`` (no RUN) scores segmenters on
+  generated test sets or a user folder of images and masks.
+"""
 
 from __future__ import annotations
 
+import inspect
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
+from ._common import BadInput, cli_errors
 
-def evaluate() -> None:
-    """Not available yet."""
-    typer.echo("scopeloop evaluate is not available in this build", err=True)
-    raise typer.Exit(1)
+
+def evaluate(
+    run: Annotated[
+        Path | None,
+        typer.Argument(help="Run folder to score (a simulated run). Omit with --segmenter."),
+    ] = None,
+    # --- run scoring
+    no_reference: Annotated[
+        bool,
+        typer.Option("--no-reference", help="Score the run alone; skip the fixed plans."),
+    ] = False,
+    min_frames: Annotated[
+        int,
+        typer.Option(
+            "--min-frames", min=1, help="Frames from onset to end of anaphase for a catch."
+        ),
+    ] = 5,
+    json_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            help="Write the scores as JSON here (default RUN/evaluation.json; "
+            "for segmenters, only when given).",
+        ),
+    ] = None,
+    # --- segmenter scoring
+    segmenter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--segmenter", "-s", help="Segmenter to score (repeat for several), e.g. unet."
+        ),
+    ] = None,
+    test_set: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Generated test set(s) by difficulty (default: all named sets)."
+        ),
+    ] = None,
+    folder: Annotated[
+        Path | None,
+        typer.Option("--folder", help="User folder with images/ and labels/ (TIFF) to score on."),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, mps.")] = "auto",
+    n_images: Annotated[
+        int | None, typer.Option("--n-images", min=1, help="Images per generated set.")
+    ] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Small sets, for a fast look.")] = False,
+) -> None:
+    """Score a simulated run against ground truth, or segmenters against exact labels."""
+    with cli_errors():
+        if run is None and not segmenter:
+            raise BadInput("give a RUN folder to score, or --segmenter NAME to score segmenters")
+        if run is not None and segmenter:
+            raise BadInput("give either a RUN folder or --segmenter, not both")
+        if segmenter:
+            _evaluate_segmenters(
+                segmenters=list(segmenter),
+                sets=list(test_set or []),
+                folder=folder,
+                device=device,
+                n_images=n_images,
+                json_out=json_out,
+                quick=quick,
+            )
+            return
+        assert run is not None
+        if not run.is_dir():
+            raise BadInput(f"run folder {str(run)!r} does not exist")
+        if not (run / "frames.jsonl").is_file():
+            raise BadInput(f"{run} is not a run folder (no frames.jsonl)")
+        _evaluate_run(run, references=not no_reference, min_frames=min_frames, json_out=json_out)
+
+
+def _evaluate_segmenters(**kwargs: Any) -> None:
+    try:
+        from scopeloop.analysis.seg_eval import evaluate_segmenters_cli
+    except ImportError as exc:
+        raise BadInput(f"segmenter evaluation is not available in this build ({exc})") from None
+    # Pass the options the segmentation evaluation knows about; refuse the others
+    # clearly rather than silently ignoring them.
+    params = inspect.signature(evaluate_segmenters_cli).parameters
+    given = {k: v for k, v in kwargs.items() if v not in (None, [], False)}
+    unknown = [k for k in given if k not in params]
+    if unknown:
+        raise BadInput(f"segmenter evaluation does not take option(s): {', '.join(unknown)}")
+    evaluate_segmenters_cli(**{k: v for k, v in kwargs.items() if k in params})
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if pct:
+        return f"{100 * v:.0f}%"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
+def _evaluate_run(run: Path, *, references: bool, min_frames: int, json_out: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from scopeloop.evaluation.run_scoring import compare_with_fixed_plans
+
+    console = Console()
+    result = compare_with_fixed_plans(
+        run,
+        references=references,
+        min_frames=min_frames,
+        progress=lambda line: console.print(f"[dim]running reference plan {line}[/dim]"),
+    )
+    plans = result["plans"]
+    table = Table(
+        title=f"{run.name}: mitoses caught (>= {min_frames} frames onset to anaphase end)"
+    )
+    table.add_column("")
+    for p in plans:
+        table.add_column(p["name"], justify="right")
+    fast = next((p for p in plans if p["name"] == "fixed fast"), None)
+
+    def row(label: str, key: str, pct: bool = False) -> None:
+        table.add_row(label, *(_fmt(p.get(key), pct) for p in plans))
+
+    row("mitoses in imaged fields", "mitoses_in_fields")
+    row("caught", "caught")
+    row("caught fraction", "caught_fraction", pct=True)
+    row("bursts", "bursts")
+    row("false triggers", "false_triggers")
+    row("frames", "frames")
+    row("illumination (s)", "illumination_s")
+    row("specimen light dose", "specimen_dose")
+    if fast is not None and fast["illumination_s"]:
+        table.add_row(
+            "light vs fixed fast",
+            *(_fmt(p["illumination_s"] / fast["illumination_s"], pct=True) for p in plans),
+        )
+    if fast is not None and fast.get("specimen_dose"):
+        table.add_row(
+            "dose vs fixed fast",
+            *(
+                _fmt(
+                    None
+                    if p.get("specimen_dose") is None
+                    else p["specimen_dose"] / fast["specimen_dose"],
+                    pct=True,
+                )
+                for p in plans
+            ),
+        )
+    console.print(table)
+    sources = {p["ground_truth_source"] for p in plans}
+    console.print(f"ground truth: {', '.join(sorted(sources))}")
+    out = json_out if json_out is not None else run / "evaluation.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    console.print(f"scores written to {out}")

@@ -39,6 +39,7 @@ __all__ = [
     "FrameRow",
     "MitosisScore",
     "PlanScore",
+    "compare_with_fixed_plans",
     "load_ground_truth",
     "load_run_frames",
     "score_frames",
@@ -424,3 +425,100 @@ def score_run(run_dir: str | Path, name: str = "adaptive", min_frames: int = 5) 
         raise ValueError(f"{run_dir}: the run holds no frames")
     gt, source = load_ground_truth(run_dir, frames)
     return score_frames(name, frames, gt, min_frames=min_frames, ground_truth_source=source)
+
+
+# ------------------------------------------------------------------ against fixed plans
+
+
+def _burst_interval(protocol: Any) -> float | None:
+    for p in protocol.policies:
+        if getattr(p, "kind", None) == "burst_on_event":
+            return float(p.burst_interval_s)
+    return None
+
+
+def compare_with_fixed_plans(
+    run_dir: str | Path,
+    *,
+    work_dir: str | Path | None = None,
+    min_frames: int = 5,
+    references: bool = True,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Score a run and, on the same specimen seed, the two fixed plans it replaces.
+
+    The fixed plans are the run's protocol with policies (and analysis) off, at
+    the baseline interval ("fixed slow") and at the burst interval ("fixed
+    fast"), for as long as the run lasted, on a fresh simulated microscope with
+    the clock in fast-forward (no waiting).
+
+    Parameters
+    ----------
+    run_dir : path
+        The adaptive run's folder.
+    work_dir : path, optional
+        Where the reference runs go; default ``<run_dir>/references``.
+    min_frames : int
+        Frames between onset and end of anaphase that make a catch.
+    references : bool
+        False scores the run alone.
+    progress : callable, optional
+        Called with a line of text as each plan starts.
+
+    Returns
+    -------
+    dict
+        ``{"run": ..., "plans": [PlanScore.to_json(), ...], "ratios": {...}}``.
+    """
+    from scopeloop.models.protocol import Protocol
+
+    run = Path(run_dir)
+    adaptive = score_run(run, "adaptive", min_frames=min_frames)
+    plans = [adaptive]
+    info = read_run_info(run)
+    if references:
+        if "protocol" not in info:
+            raise ValueError(f"{run}: run.json has no protocol; cannot run the fixed plans")
+        protocol = Protocol.model_validate(info["protocol"])
+        # The fixed plans are what a microscopist would run without scopeloop: no light
+        # budget cuts them short (that is the cost being compared).
+        protocol = protocol.model_copy(
+            update={"limits": protocol.limits.model_copy(update={"light_budget_s": None})}
+        )
+        seed = _seed_of(info)
+        baseline = float(protocol.acquisition.interval_s)
+        burst = _burst_interval(protocol)
+        # Cover the same span as the run (it may have been stopped early).
+        duration = min(protocol.acquisition.duration_s, adaptive.duration_s + baseline)
+        out_root = Path(work_dir) if work_dir is not None else run / "references"
+        variants = [("fixed slow", baseline)]
+        if burst is not None:
+            variants.append(("fixed fast", burst))
+        from scopeloop.acquisition import run_protocol
+
+        for name, interval in variants:
+            if progress is not None:
+                progress(f"{name}: every {interval:g} s for {duration / 3600:.1f} h")
+            summary = run_protocol(
+                protocol,
+                out_dir=out_root / name.replace(" ", "_"),
+                policies=False,
+                analysis=False,
+                interval_s=interval,
+                duration_s=duration,
+                seed=seed,
+                fast_forward=True,
+            )
+            plans.append(score_run(summary.run_dir, name, min_frames=min_frames))
+    result: dict[str, Any] = {
+        "run": str(run),
+        "run_plan_name": "adaptive",
+        "min_frames": min_frames,
+        "plans": [p.to_json() for p in plans],
+    }
+    fast = next((p for p in plans if p.name == "fixed fast"), None)
+    if fast is not None and fast.illumination_s > 0:
+        result["light_vs_fixed_fast"] = adaptive.illumination_s / fast.illumination_s
+        if fast.specimen_dose and adaptive.specimen_dose is not None:
+            result["dose_vs_fixed_fast"] = adaptive.specimen_dose / fast.specimen_dose
+    return result
