@@ -1,11 +1,149 @@
-"""`scopeloop run` (placeholder until its part lands)."""
+"""`scopeloop run`: run a protocol on the simulated microscope (default) or a real one."""
 
 from __future__ import annotations
 
+import threading
+
+from pathlib import Path
+from typing import Any
+
 import typer
 
+from ._common import EXIT_FAILURE, BadInput, cli_errors
 
-def run() -> None:
-    """Not available yet."""
-    typer.echo("scopeloop run is not available in this build", err=True)
-    raise typer.Exit(1)
+
+def _fmt_t(s: float) -> str:
+    h, rem = divmod(int(s), 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}"
+
+
+def _table(st: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    t = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+    for col in ("position", "mode", "interval", "frames", "re-images"):
+        t.add_column(col)
+    for p in st["positions"][:24]:
+        style = "yellow" if p["mode"] not in ("baseline", "skipped") else (
+            "dim" if p["mode"] == "skipped" else ""
+        )
+        t.add_row(
+            p["name"], p["mode"], f"{p['interval_s']:g} s", str(p["frames"]), str(p["reimages"]),
+            style=style,
+        )
+    return t
+
+
+def run(
+    protocol: Path = typer.Argument(..., help="Protocol YAML file (see protocols/)."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Micro-Manager config; default: the simulated microscope."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Run folder (default runs/<protocol>_<date-time>)."
+    ),
+    no_policies: bool = typer.Option(
+        False, "--no-policies", help="Fixed plan: acquire (and analyse) without decisions."
+    ),
+    interval_s: float | None = typer.Option(None, "--interval", help="Override the baseline interval, s."),
+    duration_s: float | None = typer.Option(None, "--duration", help="Override the duration, s."),
+    seed: int | None = typer.Option(None, "--seed", help="Override the specimen seed (simulator)."),
+    time_scale: float | None = typer.Option(
+        None, "--time-scale", help="Override specimen seconds per wall second (simulator)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress."),
+) -> None:
+    """Run PROTOCOL: acquire, analyse and decide; Ctrl-C stops cleanly leaving a readable run."""
+    with cli_errors():
+        from rich.console import Console, Group
+        from rich.live import Live
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from scopeloop.acquisition import RunController
+        from scopeloop.acquisition.controller import _default_out
+        from scopeloop.microscope import make_core
+        from scopeloop.models.protocol import load_protocol
+
+        if not protocol.is_file():
+            raise BadInput(f"protocol file {str(protocol)!r} does not exist")
+        proto = load_protocol(protocol).with_overrides(
+            policies=not no_policies,
+            interval_s=interval_s,
+            duration_s=duration_s,
+            seed=seed,
+            time_scale=time_scale,
+        )
+        core = make_core(config)
+        run_dir = out or _default_out(proto.name)
+        ctrl = RunController(proto, core, run_dir, protocol_path=protocol, config_path=config)
+        console = Console(stderr=True)
+        result: dict[str, Any] = {}
+
+        def _go() -> None:
+            try:
+                result["summary"] = ctrl.run()
+            except BaseException as exc:
+                result["error"] = exc
+
+        worker = threading.Thread(target=_go, name="scopeloop-run", daemon=True)
+        worker.start()
+        bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[clock]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        task = bar.add_task(proto.name, total=proto.acquisition.duration_s, clock="")
+        try:
+            with Live(console=console, refresh_per_second=4, transient=False) as live:
+                while worker.is_alive():
+                    worker.join(0.25)
+                    if quiet:
+                        continue
+                    st = ctrl.stats()
+                    budget = st["light_budget_s"]
+                    light = f"{st['light_used_s']:.2f} s" + (f" / {budget:g} s" if budget else "")
+                    bar.update(
+                        task,
+                        completed=min(st["t_s"], st["duration_s"]),
+                        clock=(
+                            f"t={_fmt_t(st['t_s'])}  frames {st['frames']}  analysed "
+                            f"{st['analysed']} (dropped {st['dropped']})  decisions "
+                            f"{st['accepted']} ok / {st['refused']} refused  light {light}"
+                        ),
+                    )
+                    live.update(Group(bar, _table(st)))
+        except KeyboardInterrupt:
+            console.print("[yellow]stopping: finishing the current frame and closing the run…")
+            ctrl.cancel("interrupted (Ctrl-C)")
+            worker.join(120)
+        if "error" in result:
+            raise result["error"]
+        s = result.get("summary")
+        if s is None:
+            raise RuntimeError("the run did not finish within its deadline")
+        lat = (
+            f"median {s.latency_ms_median:.0f} ms, p95 {s.latency_ms_p95:.0f} ms"
+            if s.latency_ms_median is not None
+            else "no decisions"
+        )
+        budget = f" of {s.light_budget_s:g} s budget" if s.light_budget_s else ""
+        console.print(
+            f"[bold]{s.protocol}[/bold] ended: {s.stop_reason} after {_fmt_t(s.specimen_time_s)} "
+            f"specimen time ({s.wall_s:.0f} s wall)\n"
+            f"  frames {s.frames_written} stored, {s.frames_missing} missing; analysed "
+            f"{s.frames_analysed}, dropped {s.analysis_dropped}, analysis errors {s.analysis_errors}\n"
+            f"  decisions {s.accepted} accepted, {s.refused} refused; re-images {s.reimages}; "
+            f"skipped positions {s.skipped_positions}; frame-to-decision latency {lat}\n"
+            f"  light {s.light_used_s:.2f} s{budget}"
+            + (f"; specimen dose {s.specimen_light_dose:.2f}" if s.specimen_light_dose else "")
+            + f"\n  run folder: {s.run_dir}"
+        )
+        if s.error:
+            console.print(f"[red]error: {s.error}")
+        if s.stop_reason.startswith("interrupted"):
+            raise typer.Exit(130)
+        if s.stop_reason.startswith("error"):
+            raise typer.Exit(EXIT_FAILURE)
+

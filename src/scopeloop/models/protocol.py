@@ -284,8 +284,13 @@ def _short(value: Any) -> str:
 def format_validation_error(exc: ValidationError) -> list[str]:
     """One readable line per problem: field path, what was expected, the value given."""
     lines = []
-    for err in exc.errors():
-        loc = _loc(tuple(err["loc"]))
+    errs = exc.errors()
+    locs = [tuple(e["loc"]) for e in errs]
+    for err in errs:
+        here = tuple(err["loc"])
+        if any(len(o) > len(here) and o[: len(here)] == here for o in locs):
+            continue  # a container's complaint caused by one of its items: report the item
+        loc = _loc(here)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             lines.append(f"{loc}: unknown field (not part of the protocol; check the spelling)")
