@@ -16,6 +16,7 @@ store and flushes the decision log.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import threading
 import time
@@ -55,6 +56,8 @@ logger = logging.getLogger("scopeloop")
 # down after a stop, and how long analysis may take to finish its current frame.
 STOP_DEADLINE_S = 60.0
 WORKER_DEADLINE_S = 30.0
+# A frame whose measured stage position is farther than this from the plan is misplaced.
+MISPLACED_UM = 5.0
 
 
 class RunState(str, Enum):
@@ -110,6 +113,7 @@ class RunSummary:
     reimages: int
     skipped_positions: int
     specimen_light_dose: float | None = None
+    frames_misplaced: int = 0
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -185,6 +189,7 @@ class RunController:
         self._error: BaseException | None = None
         self._wall0 = 0.0
         self.store_errors = 0
+        self.frames_misplaced = 0
 
     # ------------------------------------------------------------------ state
 
@@ -345,6 +350,13 @@ class RunController:
         y = float(pos.get("y", event.y_pos or 0.0))
         z = float(pos.get("z", event.z_pos or 0.0))
         channel = event.channel.config if event.channel else ""
+        # pymmcore-plus only logs a failed stage move and snaps anyway: a frame taken
+        # away from its planned place is stored (flagged) but never analysed.
+        misplaced = (
+            event.x_pos is not None
+            and event.y_pos is not None
+            and math.hypot(x - event.x_pos, y - event.y_pos) > MISPLACED_UM
+        )
         exposure = float(event.exposure or 0.0)
         rec = FrameRecord(
             image=m["image"],
@@ -369,6 +381,7 @@ class RunController:
                 "objective": m["objective"],
                 "pixel_size_um": m["pixel_size_um"],
                 "wall_s": round(arrival - self._wall0, 4),
+                **({"misplaced": True} if misplaced else {}),
             },
         )
         try:
@@ -390,7 +403,9 @@ class RunController:
             channel=channel,
             exposure_ms=exposure,
         )
-        if m.get("analyse") and self.worker is not None:
+        if misplaced:
+            self.frames_misplaced += 1
+        elif m.get("analyse") and self.worker is not None:
             self.worker.put(FrameItem(img, info, m["image"], int(m["t"])))
         self.signals.frameStored.emit(info)
 
@@ -451,6 +466,17 @@ class RunController:
                 self.clock = Clock(1.0)
             objective, objectives = self._objectives()
             sites = self._sites(objective)
+            lim = proto.limits
+            outside = [
+                f"{s.name} ({s.x_um:.0f}, {s.y_um:.0f}) um"
+                for s in sites
+                if (lim.stage_x_range_um and not lim.stage_x_range_um[0] <= s.x_um <= lim.stage_x_range_um[1])
+                or (lim.stage_y_range_um and not lim.stage_y_range_um[0] <= s.y_um <= lim.stage_y_range_um[1])
+            ]
+            if outside:
+                raise ValueError(
+                    f"positions outside the protocol's stage limits: {', '.join(outside)}"
+                )
             self.store = ZarrRunStore(self.run_dir)
             self.log = DecisionLog(self.run_dir / "decisions.jsonl")
             chans = [c.config for c in proto.acquisition.channels]
@@ -630,6 +656,7 @@ class RunController:
             reimages=sch.reimages_total if sch else 0,
             skipped_positions=sum(not s.active for s in sch.sites) if sch else 0,
             specimen_light_dose=dose,
+            frames_misplaced=self.frames_misplaced,
             error=err or (wk.first_error if wk and wk.errors else None),
         )
 

@@ -1,0 +1,141 @@
+"""Protocol files: the shipped designs validate, bad files say what is wrong, schema is current."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from scopeloop.acquisition import check_protocol
+from scopeloop.cli.main import app
+from scopeloop.models.protocol import Protocol, ProtocolError, load_protocol, protocol_json_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "protocols").glob("*.yaml"))
+
+
+def test_four_designs_are_shipped() -> None:
+    names = {p.stem for p in SHIPPED}
+    assert {"mitosis_burst", "hit_reimage", "follow_cell", "plate_triage"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_protocol_validates(path: Path) -> None:
+    proto = load_protocol(path)
+    assert proto.name == path.stem
+    assert check_protocol(proto) == []
+    assert proto.policies, "every shipped design makes decisions"
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.output
+
+
+def test_mitosis_burst_is_the_experiment_the_issue_asks_for() -> None:
+    p = load_protocol(ROOT / "protocols" / "mitosis_burst.yaml")
+    acq = p.acquisition
+    assert acq.duration_s == 12 * 3600 and len(acq.wells) >= 8
+    assert 900 <= acq.interval_s <= 1200
+    burst = p.policies[0]
+    assert 120 <= burst.burst_interval_s <= 180  # type: ignore[union-attr]
+    # 12 h of specimen time in a few minutes of wall time
+    assert acq.duration_s / p.simulation.time_scale < 300
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _good() -> dict:
+    return yaml.safe_load((ROOT / "protocols" / "mitosis_burst.yaml").read_text())
+
+
+def test_errors_name_file_field_value_and_expectation(tmp_path: Path) -> None:
+    data = _good()
+    data["acquisition"]["channels"][0]["exposure_ms"] = -5
+    data["acquisition"]["intervall_s"] = 10  # typo
+    data["limits"]["max_concurrent_bursts"] = "many"
+    path = _write(tmp_path, data)
+    with pytest.raises(ProtocolError) as err:
+        load_protocol(path)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith(str(path)) for line in lines)
+    text = str(err.value)
+    assert "acquisition.channels[0].exposure_ms" in text and "greater than 0" in text
+    assert "(got -5)" in text
+    assert "acquisition.intervall_s: unknown field" in text
+    assert "limits.max_concurrent_bursts" in text and "'many'" in text
+
+
+def test_unknown_detector_kind_and_bad_well(tmp_path: Path) -> None:
+    data = _good()
+    data["detectors"] = [{"kind": "mitosiss"}]
+    with pytest.raises(ProtocolError, match=r"detectors\[0\].*mitosiss"):
+        load_protocol(_write(tmp_path, data))
+    data = _good()
+    data["acquisition"]["wells"] = ["B2", "Z99"]
+    with pytest.raises(ProtocolError, match=r"Z99.*not on a 96-well plate"):
+        load_protocol(_write(tmp_path, data))
+
+
+def test_policy_without_detector_is_reported(tmp_path: Path) -> None:
+    data = _good()
+    data["detectors"] = [{"kind": "confluence"}]
+    proto = load_protocol(_write(tmp_path, data))
+    problems = check_protocol(proto)
+    assert problems and "mitosis_onset" in problems[0]
+
+
+def test_cli_validate_exit_2_one_line_per_problem(tmp_path: Path) -> None:
+    data = _good()
+    data["acquisition"]["interval_s"] = 0
+    data["simulation"]["speed"] = 3
+    path = _write(tmp_path, data)
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 2, result.stderr
+    assert any("acquisition.interval_s" in line and "(got 0)" in line for line in lines)
+    assert any("simulation.speed: unknown field" in line for line in lines)
+
+
+def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\nacquisition: [unclosed\n")
+    with pytest.raises(ProtocolError, match="not valid YAML"):
+        load_protocol(path)
+    with pytest.raises(FileNotFoundError):
+        load_protocol(tmp_path / "nope.yaml")
+
+
+def test_bad_specimen_option_is_reported(tmp_path: Path) -> None:
+    data = _good()
+    data["simulation"]["specimen"]["cycle_hours"] = 10
+    problems = check_protocol(load_protocol(_write(tmp_path, data)))
+    assert any("simulation.specimen.cycle_hours" in p for p in problems)
+
+
+def test_models_are_frozen_and_overrides_make_copies() -> None:
+    p = load_protocol(ROOT / "protocols" / "mitosis_burst.yaml")
+    with pytest.raises(Exception):
+        p.acquisition.interval_s = 5  # type: ignore[misc]
+    ref = p.with_overrides(policies=False, interval_s=150, fast_forward=True)
+    assert ref.policies == () and ref.acquisition.interval_s == 150
+    assert ref.simulation.fast_forward and not p.simulation.fast_forward
+    assert p.policies
+
+
+def test_schema_file_is_up_to_date() -> None:
+    shipped = (ROOT / "docs" / "protocol.schema.json").read_text()
+    assert shipped == protocol_json_schema(), (
+        "docs/protocol.schema.json is stale: run "
+        "`scopeloop validate --schema-out docs/protocol.schema.json`"
+    )
+    schema = json.loads(shipped)
+    assert schema["additionalProperties"] is False
+    assert set(Protocol.model_fields) <= set(schema["properties"])
