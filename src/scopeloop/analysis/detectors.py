@@ -6,6 +6,7 @@ Detection kinds emitted:
 
 - ``mitosis_onset``: a nucleus condenses (prophase), once per cell;
 - ``mitosis_ongoing``: every later frame while that cell stays condensed;
+- ``mitosis_abandoned``: an onset not followed by a division (false alarm, cell lost);
 - ``division``: a track split into two daughters (end of anaphase/telophase);
 - ``appearance`` / ``disappearance``: a new object (not a daughter) / a lost one;
 - ``intensity_change``; ``confluence`` (every frame); ``abnormal_morphology``;
@@ -121,6 +122,7 @@ class _Onset:
     x_um: float
     y_um: float
     last_seen_t_s: float
+    misses: int = 0
 
 
 class MitosisDetector:
@@ -214,20 +216,26 @@ class MitosisDetector:
             onset = self._onsets.get(tid)
             if onset is not None:
                 onset.x_um, onset.y_um, onset.last_seen_t_s = x, y, t
-                condensed = inten >= onset.ref_intensity * (
-                    1.0 + 0.5 * (cfg.min_intensity_ratio - 1)
-                )
-                if condensed and cfg.onset:
+                i_ratio = inten / onset.ref_intensity
+                a_ratio = area / onset.ref_area_um2
+                # Still condensed: brighter than before onset and not back to full size.
+                condensed = i_ratio >= 1.0 + 0.5 * (cfg.min_intensity_ratio - 1) and a_ratio <= 1.05
+                onset.misses = 0 if condensed else onset.misses + 1
+                if onset.misses >= cfg.confirm_misses:
+                    out.append(self._abandon(ctx, onset, "not condensed any more"))
+                elif t - onset.t_s > cfg.max_onset_to_division_s:
+                    out.append(self._abandon(ctx, onset, "no division"))
+                elif condensed and cfg.onset:
                     out.append(
                         ctx.detection(
                             "mitosis_ongoing",
                             x,
                             y,
                             track_id=tid,
-                            score=min(1.0, inten / onset.ref_intensity / cfg.min_intensity_ratio),
+                            score=min(1.0, i_ratio / cfg.min_intensity_ratio),
                             since_onset_s=t - onset.t_s,
-                            intensity_ratio=inten / onset.ref_intensity,
-                            area_ratio=area / onset.ref_area_um2,
+                            intensity_ratio=i_ratio,
+                            area_ratio=a_ratio,
                         )
                     )
                 continue
@@ -306,11 +314,23 @@ class MitosisDetector:
                 self._onsets[tid] = _Onset(tid, t, max(ref_a, 1e-6), max(ref_i, 1e-6), x, y, t)
                 self._recent.append((t, x, y))
 
-        # Onsets whose cell has not been seen for a long time are dropped (false alarm,
+        # Onsets whose cell has not been seen for a while are abandoned (false alarm,
         # cell left the field).
-        for tid in [k for k, o in self._onsets.items() if t - o.last_seen_t_s > cfg.cooldown_s]:
-            del self._onsets[tid]
+        for o in [o for o in self._onsets.values() if t - o.last_seen_t_s > cfg.lost_after_s]:
+            out.append(self._abandon(ctx, o, "cell lost"))
         return out
+
+    def _abandon(self, ctx: FrameContext, onset: _Onset, why: str) -> Detection:
+        """Drop an onset that did not lead to a division; its lineage cools down."""
+        self._onsets.pop(onset.track_id, None)
+        return ctx.detection(
+            "mitosis_abandoned",
+            onset.x_um,
+            onset.y_um,
+            track_id=onset.track_id,
+            reason=why,
+            since_onset_s=ctx.info.t_s - onset.t_s,
+        )
 
 
 class AppearanceDetector:

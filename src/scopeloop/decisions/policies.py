@@ -117,6 +117,7 @@ class _Event:
 class _BurstState:
     events: list[_Event] = field(default_factory=list)
     last_end_t_s: float | None = None
+    last_end_kind: str = ""
     burst_start_s: float | None = None
     refractory_until_s: float = -np.inf
 
@@ -167,6 +168,7 @@ class BurstOnEventPolicy:
             done = self._match(st, d)
             if done or in_burst:
                 st.last_end_t_s = now
+                st.last_end_kind = d.kind
             st.events = [e for e in st.events if e not in done]
         st.events = [e for e in st.events if now - e.last_t_s <= cfg.quiet_s]
 
@@ -198,7 +200,7 @@ class BurstOnEventPolicy:
             reason = f"burst reached max_burst_s ({cfg.max_burst_s:g} s)"
         elif ctx.frames_in_mode >= cfg.min_fast_frames and not st.events:
             if st.last_end_t_s is not None and now - st.last_end_t_s >= cfg.post_end_s:
-                reason = "event over (division seen)"
+                reason = f"event over ({st.last_end_kind} seen)"
             elif st.last_end_t_s is None:
                 reason = f"no event evidence for {cfg.quiet_s:g} s"
         if not reason:
@@ -371,7 +373,7 @@ _BUILDERS: dict[str, Callable[..., Policy]] = {
 
 # Detection kinds each detector kind can emit, to check a protocol's wiring.
 _EMITS: dict[str, set[str]] = {
-    "mitosis": {"mitosis_onset", "mitosis_ongoing", "division"},
+    "mitosis": {"mitosis_onset", "mitosis_ongoing", "mitosis_abandoned", "division"},
     "appearance": {"appearance", "disappearance"},
     "intensity_change": {"intensity_change"},
     "confluence": {"confluence"},

@@ -118,6 +118,22 @@ class MitosisDetectorConfig(_DetectorBase):
     cooldown_s: float = Field(
         3600.0, ge=0, description="A track (and its lineage) fires onset at most once per this."
     )
+    confirm_misses: int = Field(
+        2,
+        ge=1,
+        description=(
+            "An onset is abandoned (mitosis_abandoned) when the cell is not condensed on this "
+            "many consecutive later frames: a false alarm ends its burst quickly."
+        ),
+    )
+    max_onset_to_division_s: float = Field(
+        4200.0,
+        gt=0,
+        description="An onset with no division after this long is abandoned (mitosis_abandoned).",
+    )
+    lost_after_s: float = Field(
+        1800.0, gt=0, description="An onset whose cell is not seen for this long is abandoned."
+    )
     classifier: str | None = Field(
         None, description="Name of a registered stage classifier; None uses the rule."
     )

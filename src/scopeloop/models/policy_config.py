@@ -43,7 +43,7 @@ class BurstOnEventPolicyConfig(_PolicyBase):
         ("mitosis_ongoing",), description="Detections that say a started event is still running."
     )
     end_kinds: tuple[str, ...] = Field(
-        ("division",), description="Detections that mean the event is over."
+        ("division", "mitosis_abandoned"), description="Detections that mean the event is over."
     )
     match_radius_um: float = Field(
         30.0, gt=0, description="Sustain/end evidence this close to an event belongs to it."
