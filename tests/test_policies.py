@@ -273,3 +273,22 @@ def test_wiring_check_names_missing_detectors() -> None:
     assert len(problems) == 1 and "mitosis_onset" in problems[0]
     dets = DETECTORS.validate_python([{"kind": "mitosis"}, {"kind": "confluence"}])
     assert check_policy_detectors(dets, pols) == []
+
+
+def test_abandoned_onset_ends_the_burst_after_min_fast_frames() -> None:
+    (policy,) = build_policies(
+        POLICIES.validate_python(
+            [{"kind": "burst_on_event", "burst_interval_s": 120, "min_fast_frames": 3}]
+        )
+    )
+    plan = _Plan(900.0)
+    plan.apply(policy.decide([_det("mitosis_onset", 0.0, track=4)], plan.ctx(0.0)), 0.0)
+    plan.frames = 1
+    # The detector gives up on the cell at once: the burst still takes its minimum frames.
+    assert policy.decide([_det("mitosis_abandoned", 120.0, track=4)], plan.ctx(120.0)) == []
+    plan.frames = 2
+    assert policy.decide([], plan.ctx(240.0)) == []
+    plan.frames = 3
+    acts = policy.decide([], plan.ctx(360.0))
+    assert [a.mode for a in acts] == ["baseline"]
+    assert "mitosis_abandoned" in acts[0].reason

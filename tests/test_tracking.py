@@ -136,3 +136,21 @@ def test_two_neighbours_are_not_a_division() -> None:
     _, r1 = _track(tracker, [(64, 44, 9, 800.0), (64, 84, 9, 800.0)], 60.0)
     assert list(r1.track_ids) == list(r0.track_ids)
     assert not r1.divisions and not r1.appeared
+
+
+def test_a_false_onset_is_abandoned_when_the_cell_does_not_stay_condensed() -> None:
+    """Pixels only: a one-frame brightening (e.g. a neighbour passing over) is dropped."""
+    from scopeloop.analysis.pipeline import PositionAnalyzer
+    from scopeloop.models.detector_config import MitosisDetectorConfig
+
+    pa = PositionAnalyzer([MitosisDetectorConfig(confirm_misses=2)])
+    bystanders = [(20, 20, 9, 700.0), (100, 30, 9, 650.0), (30, 100, 9, 720.0)]
+    kinds = []
+    sizes = [(10, 800), (10, 800), (10, 800), (8, 1400), (10, 800), (10, 800)]
+    for k, (rad, b) in enumerate(sizes):
+        labels, image, info = _frame([(64, 64, rad, b), *bystanders])
+        info = info.model_copy(update={"frame_index": k, "t_s": 600.0 * k})
+        kinds.append(sorted({d.kind for d in pa.process(image, labels, info)}))
+    assert kinds[3] == ["mitosis_onset"]
+    assert kinds[4] == []  # one miss: still waiting
+    assert kinds[5] == ["mitosis_abandoned"]
