@@ -94,7 +94,7 @@ def evaluate(
 
 def _evaluate_segmenters(**kwargs: Any) -> None:
     try:
-        from scopeloop.analysis.seg_eval import evaluate_segmenters_cli
+        from scopeloop.evaluation.seg_eval import evaluate_segmenters_cli
     except ImportError as exc:
         raise BadInput(f"segmenter evaluation is not available in this build ({exc})") from None
     # Pass the options the segmentation evaluation knows about; refuse the others

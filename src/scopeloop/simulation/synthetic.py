@@ -218,7 +218,6 @@ def make_sample(
         Parameter ranges (the wide training distribution by default).
     """
     rng = np.random.default_rng(seed)
-    h, w = shape
     radius = _logu(rng, recipe.radius_px)
     empty = rng.random() < recipe.empty_probability
     coverage = 0.0 if empty else _u(rng, recipe.coverage)

@@ -1,0 +1,322 @@
+"""Training the U-Net (and the stage classifier) from images with instance labels.
+
+Works from pixels and label images only: the caller brings the data (rendered
+synthetic images from ``scopeloop train``, or a user folder of TIFFs). A fixed
+train / validation split is monitored every few steps; training stops early
+when the validation loss stops improving and the best weights are kept.
+Augmentations: flips and 90-degree rotations, intensity gamma and gain, and
+added noise.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from scipy import ndimage
+from skimage.segmentation import find_boundaries
+
+from .unet import UNet, normalise_frames
+
+__all__ = [
+    "Pair",
+    "TrainResult",
+    "load_folder",
+    "save_unet",
+    "split_pairs",
+    "train_unet",
+    "unet_targets",
+]
+
+#: one training example: (image, instance labels)
+Pair = tuple[NDArray[Any], NDArray[np.integer]]
+
+
+def unet_targets(labels: NDArray[np.integer]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Foreground and centre-ness targets of an instance label image.
+
+    Centre-ness is each nucleus' distance to its own outline (touching nuclei
+    are separated by their inner boundaries), divided by that nucleus' maximum,
+    so 1 at every centre whatever the nucleus size.
+    """
+    lab = np.asarray(labels)
+    fg = lab > 0
+    if not fg.any():
+        z = np.zeros(lab.shape, np.float32)
+        return z, z
+    inner = fg & ~find_boundaries(lab, mode="inner")
+    dist = ndimage.distance_transform_edt(inner) + inner  # 1 px at the first inner pixel
+    n = int(lab.max())
+    peak = np.asarray(ndimage.maximum(dist, lab, index=np.arange(n + 1)), np.float64)
+    peak[0] = 1.0
+    centre = dist / np.maximum(peak[lab], 1.0)
+    return fg.astype(np.float32), centre.astype(np.float32)
+
+
+def _normalise_np(image: NDArray[Any]) -> NDArray[np.float32]:
+    t = torch.from_numpy(np.asarray(image).astype(np.float32))[None]
+    return normalise_frames(t)[0].numpy()
+
+
+@dataclass
+class _Prepared:
+    image: NDArray[np.float32]  # normalised
+    fg: NDArray[np.float32]
+    centre: NDArray[np.float32]
+
+
+def _prepare(pairs: Sequence[Pair]) -> list[_Prepared]:
+    out = []
+    for img, lab in pairs:
+        if img.shape != lab.shape:
+            raise ValueError(f"image shape {img.shape} != labels shape {lab.shape}")
+        fg, c = unet_targets(lab)
+        out.append(_Prepared(_normalise_np(img), fg, c))
+    return out
+
+
+def _crop(p: _Prepared, size: int, rng: np.random.Generator) -> NDArray[np.float32]:
+    """Random crop (padded when the image is small) -> (3, size, size): image, fg, centre."""
+    stack = np.stack([p.image, p.fg, p.centre])
+    h, w = stack.shape[1:]
+    if h < size or w < size:
+        stack = np.pad(
+            stack, ((0, 0), (0, max(size - h, 0)), (0, max(size - w, 0))), mode="reflect"
+        )
+        h, w = stack.shape[1:]
+    y = int(rng.integers(0, h - size + 1))
+    x = int(rng.integers(0, w - size + 1))
+    return stack[:, y : y + size, x : x + size]
+
+
+def _augment(batch: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.float32]:
+    """Geometric (flips, rot90) on all maps; intensity (gamma, gain, noise) on the image."""
+    out = np.empty_like(batch)
+    for i, s in enumerate(batch):
+        s = np.rot90(s, int(rng.integers(4)), axes=(1, 2))
+        if rng.random() < 0.5:
+            s = s[:, :, ::-1]
+        img = s[0].copy()
+        if rng.random() < 0.5:
+            # gamma on the [0, 1] part of the range keeps dim nuclei dim, bright bright
+            pos = np.clip(img, 0, None)
+            img = np.where(img > 0, pos ** rng.uniform(0.6, 1.6), img)
+        img = img * rng.uniform(0.7, 1.3) + rng.uniform(-0.1, 0.1)
+        if rng.random() < 0.3:
+            img = img + rng.normal(0, rng.uniform(0.01, 0.08), img.shape)
+        out[i, 0] = img
+        out[i, 1:] = s[1:]
+    return out
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    fg_loss = F.binary_cross_entropy_with_logits(logits[:, 0], target[:, 0])
+    # centre-ness: soft targets, weighted up on nuclei where the split is decided
+    w = 1.0 + 2.0 * target[:, 0]
+    c_loss = F.binary_cross_entropy_with_logits(logits[:, 1], target[:, 1], weight=w)
+    return fg_loss + 2.0 * c_loss
+
+
+def split_pairs(
+    pairs: Sequence[Pair], val_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[Pair], list[Pair], list[Pair]]:
+    """Shuffle and split into (train, validation, test); each non-empty when possible."""
+    idx = np.random.default_rng(seed).permutation(len(pairs))
+    n_val = max(1, round(len(pairs) * val_fraction)) if len(pairs) > 2 else 0
+    n_test = max(1, round(len(pairs) * test_fraction)) if len(pairs) > 3 and test_fraction else 0
+    val = [pairs[i] for i in idx[:n_val]]
+    test = [pairs[i] for i in idx[n_val : n_val + n_test]]
+    train = [pairs[i] for i in idx[n_val + n_test :]]
+    return train, val, test
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced: the best model and its history."""
+
+    model: UNet
+    best_val_loss: float
+    best_step: int
+    steps_run: int
+    stopped_early: bool
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _val_batches(prepared: list[_Prepared], crop: int) -> list[torch.Tensor]:
+    """Fixed validation crops (centre crops, padded to a multiple of 16)."""
+    size = max(16, (crop // 16) * 16)
+    rng = np.random.default_rng(0)
+    crops = np.stack([_crop(p, size, rng) for p in prepared])
+    return [torch.from_numpy(crops[i : i + 8].copy()) for i in range(0, len(crops), 8)]
+
+
+def train_unet(
+    train: Sequence[Pair],
+    val: Sequence[Pair],
+    *,
+    model: UNet | None = None,
+    steps: int = 2000,
+    batch_size: int = 8,
+    crop: int = 128,
+    lr: float = 2e-3,
+    eval_every: int = 100,
+    patience: int = 5,
+    max_seconds: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train (or fine-tune, when ``model`` is given) the U-Net.
+
+    Parameters
+    ----------
+    train, val : sequences of (image, labels)
+        Any dtype / intensity range; labels are instance ids (0 = background).
+    steps : int
+        Maximum optimisation steps.
+    eval_every : int
+        Validation every this many steps; ``patience`` evaluations without
+        improvement stop the run early.
+    max_seconds : float, optional
+        Wall-clock budget; training stops (keeping the best weights) when spent.
+    progress : callable, optional
+        Called after each validation with ``{"step", "train_loss", "val_loss", "lr"}``.
+    """
+    if not train:
+        raise ValueError("no training images")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    dev = torch.device(device)
+    net = (model if model is not None else UNet()).to(dev)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+
+    def lr_at(step: int, elapsed: float) -> float:
+        # warm-up then cosine decay over whichever runs out first, steps or time, so a
+        # run cut short by its time budget still ends at a low learning rate
+        frac = step / max(steps, 1)
+        if max_seconds:
+            frac = max(frac, elapsed / max_seconds)
+        frac = min(frac, 1.0)
+        if frac < 0.05:
+            return lr * max(frac / 0.05, 0.05)
+        return lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * (frac - 0.05) / 0.95)))
+
+    tr = _prepare(train)
+    va = _prepare(val) if val else tr[: max(1, len(tr) // 10)]
+    val_batches = _val_batches(va, max(crop, 128))
+    best = float("inf")
+    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    best_step = 0
+    bad = 0
+    history: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    running = 0.0
+    stopped_early = False
+    step = 0
+    for step in range(1, steps + 1):
+        net.train()
+        picks = rng.integers(0, len(tr), batch_size)
+        batch = _augment(np.stack([_crop(tr[i], crop, rng) for i in picks]), rng)
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(dev)
+        loss = _loss(net(x[:, :1]), x[:, 1:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, time.perf_counter() - t0)
+        opt.step()
+        lv = float(loss.detach())
+        running = 0.9 * running + 0.1 * lv if step > 1 else lv
+        out_of_time = max_seconds is not None and time.perf_counter() - t0 > max_seconds
+        if step % eval_every == 0 or step == steps or out_of_time:
+            net.eval()
+            with torch.no_grad():
+                vl = float(
+                    np.mean(
+                        [float(_loss(net(b[:, :1].to(dev)), b[:, 1:].to(dev))) for b in val_batches]
+                    )
+                )
+            rec = {
+                "step": float(step), "train_loss": running, "val_loss": vl,
+                "lr": float(opt.param_groups[0]["lr"]), "seconds": time.perf_counter() - t0,
+            }  # fmt: skip
+            history.append(rec)
+            if progress is not None:
+                progress(rec)
+            if vl < best - 1e-4:
+                best, best_step, bad = vl, step, 0
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            else:
+                bad += 1
+                if bad >= patience:
+                    stopped_early = True
+                    break
+        if out_of_time:
+            break
+    net.load_state_dict(best_state)
+    net.eval()
+    return TrainResult(net, best, best_step, step, stopped_early, history, time.perf_counter() - t0)
+
+
+def save_unet(model: UNet, path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write weights (float16, a few MB at most) with ``meta`` (recipe, command, seed)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: (v.half() if v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()
+    }
+    meta = {**meta, "channels": list(model.channels)}
+    torch.save({"state_dict": state, "meta": json.dumps(meta)}, p)
+    return p
+
+
+def load_folder(folder: str | Path) -> list[Pair]:
+    """Read a folder with ``images/`` and ``labels/`` TIFFs of matching file names.
+
+    This is the usual export of Fiji (ROI map / label image) or napari
+    (labels layer): one 2-D image per file, labels as integer instance ids.
+    """
+    import tifffile
+
+    root = Path(folder)
+    img_dir, lab_dir = root / "images", root / "labels"
+    for d in (img_dir, lab_dir):
+        if not d.is_dir():
+            raise FileNotFoundError(
+                f"{root}: expected sub-folders images/ and labels/ (missing {d.name}/)"
+            )
+    exts = {".tif", ".tiff"}
+    images = {p.stem: p for p in sorted(img_dir.iterdir()) if p.suffix.lower() in exts}
+    labels = {p.stem: p for p in sorted(lab_dir.iterdir()) if p.suffix.lower() in exts}
+    if not images:
+        raise FileNotFoundError(f"{img_dir}: no .tif/.tiff images")
+    missing = sorted(set(images) - set(labels))
+    if missing:
+        raise FileNotFoundError(
+            f"{lab_dir}: no label file for image(s) {', '.join(missing[:5])}"
+            + (" ..." if len(missing) > 5 else "")
+        )
+    pairs: list[Pair] = []
+    for stem, ip in images.items():
+        img = np.squeeze(tifffile.imread(ip))
+        lab = np.squeeze(tifffile.imread(labels[stem]))
+        if img.ndim != 2:
+            raise ValueError(f"{ip}: expected a 2-D image, got shape {img.shape}")
+        if lab.shape != img.shape:
+            raise ValueError(
+                f"{labels[stem]}: label shape {lab.shape} differs from image shape {img.shape}"
+            )
+        if not np.issubdtype(lab.dtype, np.integer):
+            if not np.all(np.mod(lab, 1) == 0):
+                raise ValueError(f"{labels[stem]}: labels must be integer instance ids")
+            lab = lab.astype(np.int64)
+        pairs.append((img, lab.astype(np.int32)))
+    return pairs

@@ -1,0 +1,307 @@
+"""A compact torch U-Net segmenter with instance extraction on the same device.
+
+The network predicts two maps per pixel: foreground probability and a
+*centre-ness* (distance to the nucleus outline, normalised to 1 at each
+nucleus' centre). Instances come from those maps without leaving the device:
+
+1. seeds = foreground pixels with centre-ness above a threshold; connected
+   seed regions get one id each by iterated 3x3 max-pooling of pixel indices
+   (a GPU connected-components labelling);
+2. the ids grow into the foreground in descending order of centre-ness
+   (a flooding, watershed-like propagation, again by max-pooling);
+3. objects below a minimum size are dropped and ids made consecutive per
+   frame with one ``torch.unique``.
+
+Only the final int32 label images are copied to the host. On CUDA the network
+runs in half precision with channels-last memory; on CPU it is the same code in
+float32. Input frames of any dtype and intensity range are normalised per frame
+by percentiles (1st -> 0, 99.8th -> 1).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from torch import Tensor, nn
+
+from .segmenter import as_batch, select_device
+
+__all__ = [
+    "UNet",
+    "UNetSegmenter",
+    "default_weights_path",
+    "extract_instances",
+    "load_unet",
+    "normalise_frames",
+]
+
+#: channels per level; 4 down-samplings, so inputs are padded to a multiple of 16
+DEFAULT_CHANNELS = (16, 32, 64, 96, 128)
+_MULTIPLE = 16
+
+
+class _Block(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UNet(nn.Module):
+    """U-Net with a foreground and a centre-ness output (logits).
+
+    Parameters
+    ----------
+    channels : sequence of int
+        Feature channels per level, finest first.
+    """
+
+    def __init__(self, channels: tuple[int, ...] = DEFAULT_CHANNELS) -> None:
+        super().__init__()
+        self.channels = tuple(channels)
+        self.down = nn.ModuleList()
+        c_prev = 1
+        for c in self.channels:
+            self.down.append(_Block(c_prev, c))
+            c_prev = c
+        self.up = nn.ModuleList(
+            _Block(self.channels[i + 1] + self.channels[i], self.channels[i])
+            for i in reversed(range(len(self.channels) - 1))
+        )
+        self.head = nn.Conv2d(self.channels[0], 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, 1, H, W)`` normalised frames -> ``(N, 2, H, W)`` logits (H, W multiples of 16)."""
+        skips = []
+        for i, block in enumerate(self.down):
+            if i:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        skips.pop()
+        for block in self.up:
+            skip = skips.pop()
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        out: Tensor = self.head(x)
+        return out
+
+
+def normalise_frames(frames: Tensor, lo_pct: float = 1.0, hi_pct: float = 99.8) -> Tensor:
+    """Per-frame percentile normalisation of ``(N, H, W)`` frames to float32.
+
+    Percentiles come from a strided subsample (every 4th pixel in each axis for
+    large frames) so the cost stays small at 2048x2048.
+    """
+    x = frames.float()
+    n = x.shape[0]
+    step = 4 if x.shape[-1] * x.shape[-2] > 256 * 256 else 1
+    sample = x[:, ::step, ::step].reshape(n, -1)
+    q = torch.quantile(
+        sample, torch.tensor([lo_pct / 100, hi_pct / 100], device=x.device), dim=1
+    )  # (2, N)
+    lo = q[0].view(n, 1, 1)
+    hi = q[1].view(n, 1, 1)
+    return (x - lo) / torch.clamp(hi - lo, min=1e-6)
+
+
+def _grow(labels: Tensor, allowed: Tensor, max_iter: int, check_every: int = 8) -> Tensor:
+    """Spread non-zero ids into ``allowed`` zero pixels (3x3 max), until stable."""
+    for i in range(max_iter):
+        grown = F.max_pool2d(labels, 3, stride=1, padding=1)
+        new = torch.where((labels == 0) & allowed, grown, labels)
+        if (i + 1) % check_every == 0 and torch.equal(new, labels):
+            return new
+        labels = new
+    return labels
+
+
+def _connected_components(mask: Tensor, max_iter: int) -> Tensor:
+    """Label 8-connected regions of a ``(N, 1, H, W)`` bool mask (ids = max pixel index + 1)."""
+    n, _, h, w = mask.shape
+    idx = torch.arange(1, h * w + 1, device=mask.device, dtype=torch.float32).view(1, 1, h, w)
+    labels = torch.where(mask, idx.expand(n, 1, h, w), torch.zeros((), device=mask.device))
+    for i in range(max_iter):
+        new = F.max_pool2d(labels, 3, stride=1, padding=1) * mask
+        if (i + 1) % 8 == 0 and torch.equal(new, labels):
+            return new
+        labels = new
+    return labels
+
+
+def extract_instances(
+    fg_prob: Tensor,
+    centre: Tensor,
+    *,
+    fg_threshold: float = 0.5,
+    seed_threshold: float = 0.55,
+    levels: int = 6,
+    min_size_px: int = 12,
+    max_iter: int = 256,
+) -> Tensor:
+    """Instance labels from foreground and centre-ness maps, on their device.
+
+    Parameters
+    ----------
+    fg_prob, centre : (N, H, W) float tensors in [0, 1]
+    fg_threshold : float
+        Foreground probability above which a pixel belongs to a nucleus.
+    seed_threshold : float
+        Centre-ness above which a foreground pixel is part of a nucleus' seed.
+    levels : int
+        Flooding levels between the seed threshold and the outline.
+    min_size_px : int
+        Smaller objects are dropped.
+    max_iter : int
+        Cap on propagation steps per stage (a safety net; convergence is checked).
+
+    Returns
+    -------
+    (N, H, W) int32 tensor, ids 1..K per frame, 0 = background.
+    """
+    n, h, w = fg_prob.shape
+    fg = (fg_prob > fg_threshold).unsqueeze(1)
+    c = centre.float().unsqueeze(1) * fg
+    labels = _connected_components(fg & (c > seed_threshold), max_iter)
+    for t in torch.linspace(seed_threshold, 0.0, levels + 1)[1:].tolist():
+        labels = _grow(labels, fg & (c > t) if t > 0 else fg, max_iter)
+    # consecutive ids per frame, small objects dropped, in one unique over the batch
+    hw1 = h * w + 1
+    key = labels.view(n, -1).long() + torch.arange(n, device=labels.device).view(n, 1) * hw1
+    uniq, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+    keep = ((uniq % hw1) != 0) & (counts >= min_size_px)
+    frame_of = uniq // hw1
+    cum = torch.cumsum(keep.long(), 0)
+    first = torch.searchsorted(uniq, torch.arange(n, device=uniq.device) * hw1)
+    base = torch.where(first > 0, cum[(first - 1).clamp(min=0)], torch.zeros_like(first))
+    new_id = torch.where(keep, cum - base[frame_of], torch.zeros_like(cum))
+    return new_id[inverse].view(n, h, w).to(torch.int32)
+
+
+def default_weights_path() -> Path:
+    """The weights shipped inside the package."""
+    return Path(str(resources.files("scopeloop.analysis") / "weights" / "unet.pt"))
+
+
+def load_unet(path: str | Path | None = None) -> tuple[UNet, dict[str, Any]]:
+    """Load a U-Net and its metadata (training recipe, thresholds) from ``path``.
+
+    ``None`` loads the shipped weights.
+    """
+    p = Path(path) if path is not None else default_weights_path()
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"U-Net weights not found at {p}; train them with `scopeloop train` "
+            "or pass weights=PATH"
+        )
+    blob = torch.load(p, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or "state_dict" not in blob:
+        raise ValueError(f"{p}: not a scopeloop U-Net weights file (no 'state_dict')")
+    meta = json.loads(blob.get("meta", "{}"))
+    model = UNet(tuple(meta.get("channels", DEFAULT_CHANNELS)))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
+    model.load_state_dict(state)
+    model.eval()
+    return model, meta
+
+
+class UNetSegmenter:
+    """The torch U-Net behind the :class:`~scopeloop.analysis.segmenter.Segmenter` protocol.
+
+    Parameters
+    ----------
+    device : str
+        ``"auto"`` (cuda, mps, cpu) or an explicit torch device.
+    weights : path, optional
+        A weights file written by ``scopeloop train`` (default: the shipped one).
+    half : bool, optional
+        Half-precision network (default: on for CUDA, off elsewhere).
+    fg_threshold, seed_threshold, min_size_px : optional
+        Instance-extraction settings (defaults from the weights' metadata).
+    model : UNet, optional
+        An in-memory model (used by training); overrides ``weights``.
+    """
+
+    name = "unet"
+
+    def __init__(
+        self,
+        device: str = "auto",
+        weights: str | Path | None = None,
+        half: bool | None = None,
+        fg_threshold: float | None = None,
+        seed_threshold: float | None = None,
+        min_size_px: int | None = None,
+        model: UNet | None = None,
+    ) -> None:
+        self.device = select_device(device)
+        self._dev = torch.device(self.device)
+        if model is not None:
+            net, meta = model, {}
+        else:
+            net, meta = load_unet(weights)
+        self.meta = meta
+        self.half = (self._dev.type == "cuda") if half is None else half
+        self.channels_last = self._dev.type == "cuda"
+        net = net.to(self._dev).eval()
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        if self.half:
+            net = net.half()
+        self.model = net
+        self.fg_threshold = (
+            fg_threshold if fg_threshold is not None else meta.get("fg_threshold", 0.5)
+        )
+        self.seed_threshold = (
+            seed_threshold if seed_threshold is not None else meta.get("seed_threshold", 0.55)
+        )
+        self.min_size_px = min_size_px if min_size_px is not None else meta.get("min_size_px", 12)
+
+    @torch.inference_mode()
+    def predict_maps(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """``(N, H, W)`` frames on the device -> (foreground prob, centre-ness), float32."""
+        x = normalise_frames(frames).unsqueeze(1)
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % _MULTIPLE, (-w) % _MULTIPLE
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.half:
+            x = x.half()
+        logits = self.model(x)[..., :h, :w].float()
+        prob = torch.sigmoid(logits)
+        return prob[:, 0], prob[:, 1]
+
+    @torch.inference_mode()
+    def segment_tensor(self, frames: Tensor) -> Tensor:
+        """Device-side path: ``(N, H, W)`` tensor -> ``(N, H, W)`` int32 labels tensor."""
+        fg, centre = self.predict_maps(frames)
+        return extract_instances(
+            fg,
+            centre,
+            fg_threshold=float(self.fg_threshold),
+            seed_threshold=float(self.seed_threshold),
+            min_size_px=int(self.min_size_px),
+        )
+
+    def segment(self, frames: NDArray[Any]) -> NDArray[np.int32]:
+        """Segment ``(N, Y, X)`` (or ``(Y, X)``) frames into int32 instance labels."""
+        batch, was_2d = as_batch(frames)
+        if batch.dtype == np.uint16:
+            batch = batch.astype(np.int32)  # torch has no uint16 arithmetic everywhere
+        t = torch.from_numpy(np.ascontiguousarray(batch)).to(self._dev, non_blocking=True)
+        out = self.segment_tensor(t).cpu().numpy()  # the one host copy
+        return out[0] if was_2d else out

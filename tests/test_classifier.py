@@ -1,0 +1,77 @@
+"""Cell-stage classifier: crops, the hand rule, training, shipped weights."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from scopeloop.analysis.classifier import (
+    STAGES,
+    StageClassifier,
+    default_classifier_path,
+    object_crops,
+    rule_stage,
+    stage_report,
+    train_classifier,
+)
+from scopeloop.simulation.synthetic import TRAIN_RECIPE, make_samples
+
+MITOTIC_RICH = dataclasses.replace(
+    TRAIN_RECIPE, mitotic_fraction=(0.3, 0.4), radius_px=(7.0, 10.0), empty_probability=0.0,
+    photons=(200.0, 1000.0), defocus_px=(0.0, 0.5), coverage=(0.1, 0.2),
+)  # fmt: skip
+
+
+def _field() -> tuple[np.ndarray, np.ndarray]:
+    img = np.full((80, 80), 100.0, np.float32)
+    lab = np.zeros((80, 80), np.int32)
+    yy, xx = np.mgrid[:80, :80]
+    for i, (cy, cx) in enumerate([(15, 15), (15, 60), (60, 15)], start=1):
+        m = (yy - cy) ** 2 + ((xx - cx) / 1.4) ** 2 < 64
+        lab[m], img[m] = i, 600
+    m = (yy - 60) ** 2 + (xx - 60) ** 2 < 25  # small, round and bright: condensing
+    lab[m], img[m] = 4, 1800
+    return img, lab
+
+
+def test_crops_are_size_normalised_with_relative_measurements() -> None:
+    img, lab = _field()
+    c = object_crops(img, lab)
+    assert c.crops.shape == (4, 2, 32, 32) and list(c.ids) == [1, 2, 3, 4]
+    assert c.intensity_ratio[3] > 2.5 and c.area_ratio[3] < 0.5
+    assert c.crops[0, 1, 16, 16] == 1.0  # the object's own mask at the centre
+
+
+def test_rule_calls_bright_compact_round_object_prophase() -> None:
+    img, lab = _field()
+    stages = rule_stage(img, lab)
+    assert stages[4][0] == "prophase"
+    assert {stages[i][0] for i in (1, 2, 3)} == {"interphase"}
+
+
+def test_short_classifier_training_and_predict_format() -> None:
+    torch.set_num_threads(1)
+    data = [(s.image, s.labels, s.stages) for s in make_samples(12, 300, (128, 128), MITOTIC_RICH)]
+    res = train_classifier(data, epochs=3, seed=0)
+    clf = StageClassifier(model=res.model, device="cpu")
+    img, lab, _ = data[0]
+    pred = clf.predict(img, lab)
+    assert set(pred) == set(np.unique(lab[lab > 0]).tolist())
+    assert all(s in STAGES and 0 <= p <= 1 for s, p in pred.values())
+    assert "mitotic" in res.summary["test_ground_truth_masks"]
+
+
+@pytest.mark.skipif(not default_classifier_path().is_file(), reason="no shipped weights")
+def test_shipped_classifier_finds_mitotic_figures_better_than_chance() -> None:
+    clf = StageClassifier(device="cpu")
+    pred_all, true_all = [], []
+    for s in make_samples(6, 900, (192, 192), MITOTIC_RICH):
+        p = clf.predict(s.image, s.labels)
+        for i, stage in s.stages.items():
+            pred_all.append(STAGES.index(p[i][0]))
+            true_all.append(stage)
+    rep = stage_report(np.array(pred_all), np.array(true_all))
+    assert rep["mitotic"]["recall"] > 0.8 and rep["mitotic"]["precision"] > 0.8, rep

@@ -1,0 +1,91 @@
+"""Training: targets, a short run that learns, fine-tuning from a user folder via the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from typer.testing import CliRunner
+
+from scopeloop.analysis.training import load_folder, save_unet, train_unet, unet_targets
+from scopeloop.analysis.unet import UNet, load_unet
+from scopeloop.cli.main import app
+from scopeloop.simulation.synthetic import Recipe, make_samples
+
+SMALL = Recipe(radius_px=(5.0, 8.0), coverage=(0.15, 0.3), empty_probability=0.0)
+
+
+def test_targets_peak_at_each_centre_and_split_touching_nuclei() -> None:
+    lab = np.zeros((20, 30), np.int32)
+    lab[2:12, 2:12] = 1
+    lab[2:12, 12:22] = 2  # touching
+    fg, centre = unet_targets(lab)
+    assert fg.sum() == 200
+    for i in (1, 2):
+        assert centre[lab == i].max() == pytest.approx(1.0)
+    # the shared boundary is low centre-ness, so the two seeds are apart
+    assert centre[7, 11] < 0.3 and centre[7, 12] < 0.3
+
+
+def test_short_training_run_reduces_validation_loss() -> None:
+    torch.set_num_threads(1)
+    samples = make_samples(6, 50, (64, 64), SMALL)
+    pairs = [(s.image, s.labels) for s in samples]
+    res = train_unet(
+        pairs[:5], pairs[5:], model=UNet((8, 8, 16, 16, 16)), steps=30, batch_size=4,
+        crop=64, lr=1e-2, eval_every=10, patience=10, seed=0,
+    )  # fmt: skip
+    losses = [h["val_loss"] for h in res.history]
+    assert len(losses) == 3
+    assert min(losses[1:]) < losses[0] * 0.95, losses
+    assert res.best_val_loss == min(losses)
+
+
+def _write_folder(root: Path, n: int = 4) -> None:
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i, s in enumerate(make_samples(n, 70, (64, 64), SMALL)):
+        tifffile.imwrite(root / "images" / f"field_{i}.tif", s.image)
+        tifffile.imwrite(root / "labels" / f"field_{i}.tif", s.labels.astype(np.uint16))
+
+
+def test_load_folder_pairs_by_name_and_explains_problems(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "ok", 2)
+    pairs = load_folder(tmp_path / "ok")
+    assert len(pairs) == 2 and pairs[0][0].shape == pairs[0][1].shape
+    (tmp_path / "ok" / "labels" / "field_1.tif").unlink()
+    with pytest.raises(FileNotFoundError, match=r"no label file for image.*field_1"):
+        load_folder(tmp_path / "ok")
+    with pytest.raises(FileNotFoundError, match="images/ and labels/"):
+        load_folder(tmp_path)
+
+
+def test_cli_fine_tunes_from_a_user_folder(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "data", 4)
+    init = save_unet(UNet((8, 8, 16, 16, 16)), tmp_path / "init.pt", {"note": "start"})
+    out = tmp_path / "w"
+    result = CliRunner().invoke(
+        app,
+        [
+            "train", "--what", "unet", "--data", str(tmp_path / "data"), "--init", str(init),
+            "--out", str(out), "--steps", "12", "--batch", "2", "--crop", "64",
+            "--threads", "1", "--seed", "3",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "unet.json").read_text())
+    assert meta["seed"] == 3 and meta["data"]["source"] == "folder"
+    assert "--data" in meta["command"] and meta["data"]["n_pairs"] == 4
+    model, stored = load_unet(out / "unet.pt")
+    assert stored["channels"] == [8, 8, 16, 16, 16] and model.channels == (8, 8, 16, 16, 16)
+    assert (out / "unet.pt").stat().st_size < 5e6
+
+
+def test_cli_rejects_bad_folder(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--what", "unet"])
+    assert result.exit_code == 2
+    assert "images/ and labels/" in result.output

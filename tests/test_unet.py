@@ -1,0 +1,102 @@
+"""The U-Net segmenter: instance extraction on the device, normalisation, shipped weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from scopeloop.analysis.metrics import score_image
+from scopeloop.analysis.segmenter import Segmenter, get_segmenter
+from scopeloop.analysis.training import unet_targets
+from scopeloop.analysis.unet import (
+    UNet,
+    UNetSegmenter,
+    default_weights_path,
+    extract_instances,
+    normalise_frames,
+)
+from scopeloop.simulation.synthetic import test_set
+
+needs_weights = pytest.mark.skipif(
+    not default_weights_path().is_file(), reason="no shipped U-Net weights in this checkout"
+)
+
+
+@pytest.fixture(scope="module")
+def crowded() -> list:
+    return test_set("crowded", 2)
+
+
+def test_instance_extraction_recovers_ground_truth_from_ideal_maps(crowded: list) -> None:
+    """Given perfect foreground/centre maps, extraction separates touching nuclei."""
+    fg = np.stack([unet_targets(s.labels)[0] for s in crowded])
+    centre = np.stack([unet_targets(s.labels)[1] for s in crowded])
+    labels = extract_instances(torch.from_numpy(fg), torch.from_numpy(centre)).numpy()
+    assert labels.dtype == np.int32
+    for lab, s in zip(labels, crowded, strict=True):
+        ids = np.unique(lab)
+        np.testing.assert_array_equal(ids, np.arange(len(ids)))  # consecutive per frame
+        assert score_image(s.labels, lab).ap[0.5] > 0.95
+
+
+def test_extraction_is_per_frame_and_drops_small_objects() -> None:
+    fg = torch.zeros(2, 32, 32)
+    centre = torch.zeros(2, 32, 32)
+    fg[0, 2:10, 2:10] = 1
+    centre[0, 5:7, 5:7] = 1
+    fg[0, 20:22, 20:22] = 1  # 4 px: below min size
+    centre[0, 20:22, 20:22] = 1
+    fg[1, 10:20, 10:20] = 1
+    centre[1, 14:16, 14:16] = 1
+    lab = extract_instances(fg, centre, min_size_px=12)
+    assert lab[0].max() == 1 and lab[1].max() == 1
+    assert int((lab[0] == 1).sum()) == 64 and int((lab[1] == 1).sum()) == 100
+
+
+def test_normalisation_ignores_gain_offset_and_dtype() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.gamma(2.0, 100.0, (64, 64)).astype(np.float32)
+    a = normalise_frames(torch.from_numpy(img)[None])
+    b = normalise_frames(torch.from_numpy(img * 7.5 + 300)[None])
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_untrained_model_runs_any_size_and_dtype() -> None:
+    seg = UNetSegmenter(device="cpu", model=UNet())
+    assert isinstance(seg, Segmenter) and seg.device == "cpu" and not seg.half
+    for frames in (np.zeros((2, 50, 70), np.uint16), np.ones((40, 33), np.uint8)):
+        out = seg.segment(frames)
+        assert out.shape == frames.shape and out.dtype == np.int32
+
+
+@needs_weights
+def test_shipped_weights_segment_crowded_nuclei_well(crowded: list) -> None:
+    seg = get_segmenter("unet", device="cpu")
+    pred = seg.segment(np.stack([s.image for s in crowded]))
+    aps = [score_image(s.labels, p).ap[0.5] for s, p in zip(crowded, pred, strict=True)]
+    assert np.mean(aps) > 0.8, aps
+
+
+@needs_weights
+def test_shipped_weights_same_answer_for_uint8_and_uint16() -> None:
+    s = test_set("sparse", 1)[0]
+    img16 = s.image.astype(np.uint16)
+    lo, hi = np.percentile(img16, (0.5, 99.9))
+    img8 = np.clip((img16 - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
+    seg = get_segmenter("unet", device="cpu")
+    a, b = seg.segment(img16), seg.segment(img8)
+    assert abs(int(a.max()) - int(b.max())) <= 1
+    assert score_image(a, b).ap[0.5] > 0.9
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@needs_weights
+def test_cuda_half_precision_matches_cpu(crowded: list) -> None:
+    frames = np.stack([s.image for s in crowded])
+    gpu = get_segmenter("unet", device="cuda")
+    assert gpu.half and gpu.channels_last
+    lab_gpu = gpu.segment(frames)
+    lab_cpu = get_segmenter("unet", device="cpu").segment(frames)
+    for g, c in zip(lab_gpu, lab_cpu, strict=True):
+        assert score_image(c, g).ap[0.5] > 0.95
