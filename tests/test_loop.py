@@ -1,0 +1,254 @@
+"""The adaptive loop end to end on the simulated microscope (real core, real MDA runner)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorstore as ts
+from pymmcore_plus import CMMCorePlus
+
+from scopeloop.acquisition import RunController, RunState, run_protocol
+from scopeloop.analysis.segmenter import get_segmenter
+from scopeloop.models.protocol import Protocol, load_protocol
+from scopeloop.storage import read_decisions, read_journal
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTOCOLS = ROOT / "protocols"
+
+
+def _proto(name: str, **updates: Any) -> Protocol:
+    p = load_protocol(PROTOCOLS / f"{name}.yaml")
+    data = p.model_dump(mode="python")
+    for path, value in updates.items():
+        node = data
+        keys = path.split(".")
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+    return Protocol.model_validate(data)
+
+
+def _ts(path: Path) -> np.ndarray:
+    spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
+    return np.asarray(ts.open(spec).result().read().result())
+
+
+def _check_readable(run_dir: Path) -> list[dict[str, Any]]:
+    """Every journaled frame is in the OME-Zarr (external reader) and is not blank."""
+    written = [j for j in read_journal(run_dir) if j["status"] == "written"]
+    by_image: dict[str, list[dict[str, Any]]] = {}
+    for j in written:
+        by_image.setdefault(j["image"], []).append(j)
+    for image, frames in by_image.items():
+        arr = _ts(run_dir / "images" / f"{image}.ome.zarr" / "0")
+        for j in frames:
+            assert arr[j["t"], j["c"], j["z"]].max() > 0, (image, j)
+    read_decisions(run_dir)  # parses
+    return written
+
+
+@pytest.mark.parametrize(
+    ("name", "duration_s", "time_scale"),
+    [
+        ("mitosis_burst", 2700, 1500),
+        ("hit_reimage", 2400, 1500),
+        ("follow_cell", 1500, 1000),
+        ("plate_triage", 1800, 1500),
+    ],
+)
+def test_shipped_protocol_runs_end_to_end(
+    sim_core: CMMCorePlus, tmp_path: Path, name: str, duration_s: float, time_scale: float
+) -> None:
+    s = run_protocol(
+        PROTOCOLS / f"{name}.yaml",
+        sim_core,
+        tmp_path / "run",
+        duration_s=duration_s,
+        time_scale=time_scale,
+    )
+    assert s.stop_reason == "duration reached", s
+    assert s.error is None and s.analysis_errors == 0
+    assert s.frames_written > 0 and s.frames_missing == 0
+    written = _check_readable(tmp_path / "run")
+    assert len(written) == s.frames_written
+    assert (tmp_path / "run" / "run.json").is_file()
+    assert (tmp_path / "run" / "ground_truth.json").is_file()
+    assert not sim_core.getShutterOpen()
+    assert s.light_used_s <= (s.light_budget_s or np.inf)
+
+
+def _frames_of(run_dir: Path, position: str, kind: str = "timelapse") -> list[dict[str, Any]]:
+    return [
+        j
+        for j in read_journal(run_dir)
+        if j["status"] == "written" and j["image"] == f"{position}_{kind}"
+    ]
+
+
+def test_burst_decision_brings_frames_at_the_burst_interval(
+    sim_core: CMMCorePlus, tmp_path: Path
+) -> None:
+    s = run_protocol(
+        PROTOCOLS / "mitosis_burst.yaml", sim_core, tmp_path / "r", duration_s=4500, time_scale=500
+    )
+    bursts = [
+        d
+        for d in read_decisions(tmp_path / "r")
+        if d.get("accepted") and (d.get("action") or {}).get("mode") == "burst"
+    ]
+    assert bursts, f"no burst in {s}"
+    d = bursts[0]
+    frames = _frames_of(tmp_path / "r", d["position"])
+    after = [f for f in frames if f["planned_s"] is not None and f["t_s"] >= d["t_s"]]
+    burst = [f for f in after if f["mode"] == "burst"]
+    assert len(burst) >= 3
+    gaps = np.diff([f["planned_s"] for f in burst])
+    assert np.allclose(gaps, 150.0), gaps  # the policy's burst_interval_s
+    before = [f for f in frames if f["t_s"] < d["t_s"]]
+    assert np.allclose(np.diff([f["planned_s"] for f in before]), 900.0)
+    assert d["latency_ms"] > 0 and d["evidence"] and d["trigger"]["position"] == d["position"]
+
+
+def test_reimage_moves_stage_objective_and_takes_the_zstack(
+    sim_core: CMMCorePlus, tmp_path: Path
+) -> None:
+    run_protocol(
+        PROTOCOLS / "hit_reimage.yaml", sim_core, tmp_path / "r", duration_s=3600, time_scale=800
+    )
+    hits = [
+        d
+        for d in read_decisions(tmp_path / "r")
+        if d.get("accepted") and (d.get("action") or {}).get("type") == "reimage"
+    ]
+    assert hits
+    a = hits[0]["action"]
+    frames = _frames_of(tmp_path / "r", a["position"], "reimage")
+    first = [f for f in frames if f["t"] == 0]
+    assert len(first) == 2 * 5  # FITC + TRITC, 8 um in 2 um steps
+    assert {f["objective"] for f in first} == {"40x"}
+    assert {f["pixel_size_um"] for f in first} == {0.1625}
+    assert sorted({f["z_um"] for f in first}) == [-4.0, -2.0, 0.0, 2.0, 4.0]
+    assert {f["channel"] for f in first} == {"FITC", "TRITC"}
+    for f in first:  # measured stage position is the hit's
+        assert abs(f["x_um"] - a["x_um"]) < 1 and abs(f["y_um"] - a["y_um"]) < 1
+    arr = _ts(tmp_path / "r" / "images" / f"{a['position']}_reimage.ome.zarr" / "0")
+    assert arr.shape[1:3] == (2, 5)
+    # the screen resumes at 10x, at the well centre
+    tl = _frames_of(tmp_path / "r", a["position"])
+    later = [f for f in tl if f["t_s"] > first[-1]["t_s"]]
+    assert all(f["objective"] == "10x" and f["z_um"] == 0.0 for f in later)
+
+
+class SlowSegmenter:
+    """The classical segmenter made slow, as a heavy model on a weak PC would be."""
+
+    name = "slow"
+    device = "cpu"
+
+    def __init__(self, delay_s: float) -> None:
+        self.inner = get_segmenter("classical")
+        self.delay_s = delay_s
+
+    def segment(self, frames: np.ndarray) -> np.ndarray:
+        time.sleep(self.delay_s)
+        return self.inner.segment(frames)
+
+
+def test_slow_analysis_does_not_slow_acquisition(sim_core: CMMCorePlus, tmp_path: Path) -> None:
+    proto = _proto("mitosis_burst", **{"acquisition.wells": ["B2", "B3", "B4", "B5"]})
+    scale = 600.0
+    s = run_protocol(
+        proto,
+        sim_core,
+        tmp_path / "r",
+        duration_s=5400,
+        time_scale=scale,
+        segmenter=SlowSegmenter(1.0),
+    )
+    assert s.frames_written == 4 * 6  # every planned frame, in time
+    assert s.analysis_dropped > 0  # analysis fell behind and said so
+    assert s.frames_analysed + s.analysis_dropped <= s.frames_written
+    frames = [j for j in read_journal(tmp_path / "r") if j["status"] == "written"]
+    late = [f["t_s"] - f["planned_s"] for f in frames]
+    # 1 s of analysis per frame would be 600 s of specimen time; frames stay on time
+    assert max(late) < 120, late
+    assert s.wall_s < 5400 / scale + 6
+
+
+def test_out_of_limits_decision_is_refused_and_logged(sim_core: CMMCorePlus, tmp_path: Path) -> None:
+    proto = _proto("mitosis_burst", **{"limits.max_concurrent_bursts": 0})
+    s = run_protocol(proto, sim_core, tmp_path / "r", duration_s=4500, time_scale=500)
+    refused = [d for d in read_decisions(tmp_path / "r") if d.get("accepted") is False]
+    assert refused and s.refused == len(refused)
+    reasons = [d["reason"] for d in refused]
+    # (a decision that arrives after the last frame is refused because the run is ending)
+    assert all("max_concurrent_bursts" in r or "run is ending" in r for r in reasons), reasons
+    assert any("max_concurrent_bursts" in r for r in reasons)
+    assert {f["mode"] for f in read_journal(tmp_path / "r") if f["status"] == "written"} == {
+        "baseline"
+    }
+
+
+def test_light_budget_is_never_exceeded(sim_core: CMMCorePlus, tmp_path: Path) -> None:
+    proto = _proto("mitosis_burst", **{"limits.light_budget_s": 0.5})
+    s = run_protocol(proto, sim_core, tmp_path / "r", duration_s=43200, time_scale=3000)
+    assert s.stop_reason == "light budget exhausted"
+    frames = [j for j in read_journal(tmp_path / "r") if j["status"] == "written"]
+    used = sum(f["exposure_ms"] for f in frames) / 1000
+    assert used <= 0.5 and s.light_used_s <= 0.5
+    assert len(frames) == 16  # 30 ms each
+
+
+def test_cancelled_run_ends_safe_and_readable(sim_core: CMMCorePlus, tmp_path: Path) -> None:
+    proto = _proto("mitosis_burst").with_overrides(time_scale=300)
+    ctrl = RunController(proto, sim_core, tmp_path / "r")
+    states: list[str] = []
+    ctrl.signals.stateChanged.connect(states.append)
+
+    def on_frame(info: Any) -> None:
+        if ctrl.store is not None and ctrl.store.frames_written >= 12:
+            threading.Thread(target=ctrl.cancel).start()
+
+    ctrl.signals.frameStored.connect(on_frame)
+    s = ctrl.run()
+    assert s.stop_reason == "cancelled"
+    assert ctrl.state is RunState.DONE and states[0] == "running" and states[-1] == "done"
+    assert "cancelling" in states
+    assert not sim_core.getShutterOpen() and not sim_core.mda.is_running()
+    written = _check_readable(tmp_path / "r")
+    assert 12 <= len(written) == s.frames_written
+
+
+_RUN = """
+import sys
+from scopeloop.acquisition import run_protocol
+run_protocol(sys.argv[1], out_dir=sys.argv[2], time_scale=300)
+"""
+
+
+def test_killed_run_is_readable_up_to_its_last_frame(tmp_path: Path) -> None:
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RUN, str(PROTOCOLS / "mitosis_burst.yaml"), str(run_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    journal = run_dir / "frames.jsonl"
+    while time.monotonic() < deadline:
+        if journal.is_file() and journal.read_text().count('"written"') >= 15:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    written = _check_readable(run_dir)
+    assert len(written) >= 15
