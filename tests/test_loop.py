@@ -188,7 +188,9 @@ def test_slow_analysis_does_not_slow_acquisition(sim_core: CMMCorePlus, tmp_path
     assert s.wall_s < 5400 / scale + 24 * 1.0 / 2, s.wall_s
 
 
-def test_out_of_limits_decision_is_refused_and_logged(sim_core: CMMCorePlus, tmp_path: Path) -> None:
+def test_out_of_limits_decision_is_refused_and_logged(
+    sim_core: CMMCorePlus, tmp_path: Path
+) -> None:
     proto = _proto("mitosis_burst", **{"limits.max_concurrent_bursts": 0})
     s = run_protocol(proto, sim_core, tmp_path / "r", duration_s=4500, time_scale=500)
     refused = [d for d in read_decisions(tmp_path / "r") if d.get("accepted") is False]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from scopeloop.acquisition import check_protocol
@@ -122,7 +123,7 @@ def test_bad_specimen_option_is_reported(tmp_path: Path) -> None:
 
 def test_models_are_frozen_and_overrides_make_copies() -> None:
     p = load_protocol(ROOT / "protocols" / "mitosis_burst.yaml")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         p.acquisition.interval_s = 5  # type: ignore[misc]
     ref = p.with_overrides(policies=False, interval_s=150, fast_forward=True)
     assert ref.policies == () and ref.acquisition.interval_s == 150

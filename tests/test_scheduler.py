@@ -1,7 +1,8 @@
-"""The scheduler and limits without hardware: events in due order, actions change what comes next."""
+"""Scheduler and limits without hardware: events in due order; actions change what comes next."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -57,7 +58,7 @@ def test_baseline_events_in_due_order() -> None:
     times = [t for t, _ in got]
     assert times == sorted(times)
     p0 = [t for t, ev in got if pos(ev) == "P0"]
-    assert [round(b - a) for a, b in zip(p0, p0[1:])] == [600] * 9
+    assert [round(b - a) for a, b in itertools.pairwise(p0)] == [600] * 9
     ev = got[0][1]
     assert ev.channel is not None and ev.channel.config == "FITC" and ev.exposure == 100
     assert ev.properties and tuple(ev.properties[0]) == ("Objective", "Label", "10x")
@@ -71,7 +72,7 @@ def test_retime_makes_next_frames_come_at_burst_interval_then_back() -> None:
 
     got = drive(make(), on)
     p0 = [(t, ev.metadata["scopeloop"]["mode"]) for t, ev in got if pos(ev) == "P0"]
-    gaps = [round(b[0] - a[0]) for a, b in zip(p0, p0[1:])]
+    gaps = [round(b[0] - a[0]) for a, b in itertools.pairwise(p0)]
     # frame at 600, burst from there: 120 s steps for 1200 s, then 600 s again
     assert gaps[1:11].count(120) >= 9, gaps
     assert gaps[-1] == 600
@@ -143,8 +144,16 @@ def test_stop_ends_the_stream() -> None:
             LimitsSpec(stage_x_range_um=(-100, 5000)),
             "stage_x_range_um",
         ),
-        (Reposition(position="P0", x_um=800, y_um=0), LimitsSpec(max_reposition_um=500), "max_reposition"),
-        (Reimage(position="P0", x_um=0, y_um=0, z_range_um=40), LimitsSpec(z_range_um=(-10, 10)), "z_range_um"),
+        (
+            Reposition(position="P0", x_um=800, y_um=0),
+            LimitsSpec(max_reposition_um=500),
+            "max_reposition",
+        ),
+        (
+            Reimage(position="P0", x_um=0, y_um=0, z_range_um=40),
+            LimitsSpec(z_range_um=(-10, 10)),
+            "z_range_um",
+        ),
         (Reimage(position="P0", x_um=0, y_um=0), LimitsSpec(max_reimages=0), "max_reimages"),
         (
             Reimage(position="P0", x_um=0, y_um=0, z_range_um=10, exposure_ms=500),
@@ -182,7 +191,9 @@ def test_a_decision_wakes_a_waiting_scheduler() -> None:
     # real-time clock (1000x): the next baseline frame is 600 s = 0.6 s away;
     # a burst decision must bring P0's next frame at ~60 s instead
     clock = Clock(1000.0)
-    sch = make(n=1, interval_s=600, duration_s=1400, clock=clock, limits=LimitsSpec(min_interval_s=10))
+    sch = make(
+        n=1, interval_s=600, duration_s=1400, clock=clock, limits=LimitsSpec(min_interval_s=10)
+    )
     times: list[float] = []
 
     def decide() -> None:
@@ -203,9 +214,7 @@ def test_missing_frames_are_reported_as_gaps() -> None:
     sch = make(n=1, duration_s=1800)
     missing = []
     sch.on_missing = missing.append
-    seen = 0
-    for ev in sch.events():
-        seen += 1
+    for seen, ev in enumerate(sch.events(), start=1):
         if seen != 2:  # the camera "fails" on the second frame
             sch.confirm(ev)
     sch.flush_missing()

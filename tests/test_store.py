@@ -75,7 +75,14 @@ def test_frames_append_per_image_with_times_and_labels(tmp_path: Path) -> None:
     assert sum(j["status"] == "written" for j in journal) == 9
     gaps = [j for j in journal if j["status"] == "missing"]
     assert gaps == [
-        {"status": "missing", "image": "A1_timelapse", "t": 5, "c": 0, "z": 0, "reason": "camera fault"}
+        {
+            "status": "missing",
+            "image": "A1_timelapse",
+            "t": 5,
+            "c": 0,
+            "z": 0,
+            "reason": "camera fault",
+        }
     ]
 
 

@@ -264,7 +264,11 @@ class RunController:
                 props = tuple((d, p, v) for d, p, v in core.getConfigData(group, preset))
                 key = {tuple(map(str, t)) for t in props}
                 px = next(
-                    (core.getPixelSizeUmByID(pc) * binning for pc, data in pix.items() if data == key),
+                    (
+                        core.getPixelSizeUmByID(pc) * binning
+                        for pc, data in pix.items()
+                        if data == key
+                    ),
                     0.0,
                 )
                 out[preset] = ObjectiveSetting(preset, props, float(px))
@@ -288,7 +292,7 @@ class RunController:
     def _sites(self, objective: ObjectiveSetting) -> list[Site]:
         acq = self.protocol.acquisition
         try:
-            z_now = float(self.core.getPosition()) if self.core.getFocusDevice() else 0.0
+            z_now = float(self.core.getPosition() or 0.0) if self.core.getFocusDevice() else 0.0
         except Exception:
             z_now = 0.0
         z_default = acq.z_um if acq.z_um is not None else z_now
@@ -298,27 +302,32 @@ class RunController:
                 plate=acq.plate,  # type: ignore[arg-type]
                 a1_center_xy=acq.a1_center_xy_um,
             )
-            xy = {str(w.name): (float(w.x), float(w.y)) for w in plan.all_well_positions}
+            xy = {
+                str(w.name): (float(w.x or 0.0), float(w.y or 0.0)) for w in plan.all_well_positions
+            }
             for w in acq.wells:
                 centres.append((w, *xy[w], z_default, w))
         for p in acq.positions:
-            centres.append((p.name, p.x_um, p.y_um, p.z_um if p.z_um is not None else z_default, None))
+            centres.append(
+                (p.name, p.x_um, p.y_um, p.z_um if p.z_um is not None else z_default, None)
+            )
         offsets = [(0.0, 0.0)]
         if acq.grid is not None and acq.grid.rows * acq.grid.columns > 1:
             fov_x = self.core.getImageWidth() * objective.pixel_size_um
             fov_y = self.core.getImageHeight() * objective.pixel_size_um
-            sx, sy = fov_x * (1 - acq.grid.overlap_fraction), fov_y * (1 - acq.grid.overlap_fraction)
+            sx, sy = (
+                fov_x * (1 - acq.grid.overlap_fraction),
+                fov_y * (1 - acq.grid.overlap_fraction),
+            )
             r, c = acq.grid.rows, acq.grid.columns
             offsets = [
                 ((j - (c - 1) / 2) * sx, (i - (r - 1) / 2) * sy) for i in range(r) for j in range(c)
             ]
-        sites = []
+        sites: list[Site] = []
         for name, x, y, z, well in centres:
             for k, (dx, dy) in enumerate(offsets):
                 label = name if len(offsets) == 1 else f"{name}_{k}"
-                sites.append(
-                    Site(label, len(sites), x + dx, y + dy, z, acq.interval_s, well=well)
-                )
+                sites.append(Site(label, len(sites), x + dx, y + dy, z, acq.interval_s, well=well))
         return sites
 
     def _make_segmenter(self) -> SegmenterLike:
@@ -470,8 +479,14 @@ class RunController:
             outside = [
                 f"{s.name} ({s.x_um:.0f}, {s.y_um:.0f}) um"
                 for s in sites
-                if (lim.stage_x_range_um and not lim.stage_x_range_um[0] <= s.x_um <= lim.stage_x_range_um[1])
-                or (lim.stage_y_range_um and not lim.stage_y_range_um[0] <= s.y_um <= lim.stage_y_range_um[1])
+                if (
+                    lim.stage_x_range_um
+                    and not lim.stage_x_range_um[0] <= s.x_um <= lim.stage_x_range_um[1]
+                )
+                or (
+                    lim.stage_y_range_um
+                    and not lim.stage_y_range_um[0] <= s.y_um <= lim.stage_y_range_um[1]
+                )
             ]
             if outside:
                 raise ValueError(
@@ -496,7 +511,9 @@ class RunController:
             model_hash = None
             if proto.analysis.enabled:
                 seg = self._make_segmenter()
-                model_hash = getattr(seg, "model_hash", None) or getattr(seg, "weights_sha256", None)
+                model_hash = getattr(seg, "model_hash", None) or getattr(
+                    seg, "weights_sha256", None
+                )
                 from scopeloop.analysis.pipeline import PositionAnalyzer
 
                 detectors = proto.detectors
@@ -570,20 +587,50 @@ class RunController:
                 self.scheduler.stop(f"error: {exc}")
 
     def _teardown(self, thread: threading.Thread | None, run_info: dict[str, Any]) -> RunSummary:
-        core = self.core
-        steps: list[tuple[str, Any]] = []
-        if self.scheduler is not None:
-            steps.append(("stop scheduler", lambda: self.scheduler and self.scheduler.stop()))
-        steps.append(("cancel MDA", lambda: core.mda.is_running() and core.mda.cancel()))
-        if thread is not None:
-            steps.append(("join acquisition", lambda: thread.join(STOP_DEADLINE_S)))
-        if self.worker is not None:
-            steps.append(("stop analysis", lambda: self.worker and self.worker.stop(WORKER_DEADLINE_S)))
-        steps += [
-            ("close shutter", lambda: core.getShutterDevice() and core.setShutterOpen(False)),
-            ("stop sequence", lambda: core.isSequenceRunning() and core.stopSequenceAcquisition()),
-            ("journal gaps", lambda: self.scheduler and self.scheduler.flush_missing()),
-            ("close store", lambda: self.store and self.store.close()),
+        core, sch, worker, store = self.core, self.scheduler, self.worker, self.store
+
+        def stop_scheduler() -> None:
+            if sch is not None:
+                sch.stop()
+
+        def cancel_mda() -> None:
+            if core.mda.is_running():
+                core.mda.cancel()
+
+        def join_acquisition() -> None:
+            if thread is not None:
+                thread.join(STOP_DEADLINE_S)
+
+        def stop_analysis() -> None:
+            if worker is not None and not worker.stop(WORKER_DEADLINE_S):
+                logger.error("analysis did not stop within %s s", WORKER_DEADLINE_S)
+
+        def close_shutter() -> None:
+            if core.getShutterDevice():
+                core.setShutterOpen(False)
+
+        def stop_sequence() -> None:
+            if core.isSequenceRunning():
+                core.stopSequenceAcquisition()
+
+        def journal_gaps() -> None:
+            if sch is not None:
+                sch.flush_missing()
+
+        def close_store() -> None:
+            if store is not None:
+                store.close()
+
+        # in this order: no new events, hardware idle, analysis ended, then files closed
+        steps = [
+            ("stop scheduler", stop_scheduler),
+            ("cancel MDA", cancel_mda),
+            ("join acquisition", join_acquisition),
+            ("stop analysis", stop_analysis),
+            ("close shutter", close_shutter),
+            ("stop sequence", stop_sequence),
+            ("journal gaps", journal_gaps),
+            ("close store", close_store),
         ]
         for what, step in steps:
             try:
@@ -602,7 +649,9 @@ class RunController:
             logger.exception("could not write ground truth")
         try:
             if self.log is not None:
-                self.log.write({"t_s": summary.specimen_time_s, "source": "run", "summary": summary.as_dict()})
+                self.log.write(
+                    {"t_s": summary.specimen_time_s, "source": "run", "summary": summary.as_dict()}
+                )
                 self.log.close()
         except Exception:
             logger.exception("could not close the decision log")
@@ -610,8 +659,11 @@ class RunController:
             if run_info:
                 write_run_info(
                     self.run_dir / "run.json",
-                    {**run_info, "finished_local": datetime.now().isoformat(timespec="seconds"),
-                     "summary": summary.as_dict()},
+                    {
+                        **run_info,
+                        "finished_local": datetime.now().isoformat(timespec="seconds"),
+                        "summary": summary.as_dict(),
+                    },
                 )
         except Exception:
             logger.exception("could not write run.json")
@@ -746,4 +798,3 @@ def run_protocol(
     if controller_hook is not None:
         controller_hook(ctrl)
     return ctrl.run()
-

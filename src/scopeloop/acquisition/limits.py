@@ -52,11 +52,13 @@ class LimitChecker:
         if lim.stage_x_range_um is not None and not (
             lim.stage_x_range_um[0] <= x <= lim.stage_x_range_um[1]
         ):
-            return f"stage x {x:.1f} um is outside limits.stage_x_range_um {list(lim.stage_x_range_um)}"
+            rng = list(lim.stage_x_range_um)
+            return f"stage x {x:.1f} um is outside limits.stage_x_range_um {rng}"
         if lim.stage_y_range_um is not None and not (
             lim.stage_y_range_um[0] <= y <= lim.stage_y_range_um[1]
         ):
-            return f"stage y {y:.1f} um is outside limits.stage_y_range_um {list(lim.stage_y_range_um)}"
+            rng = list(lim.stage_y_range_um)
+            return f"stage y {y:.1f} um is outside limits.stage_y_range_um {rng}"
         d = math.hypot(x - origin[0], y - origin[1])
         if d > lim.max_reposition_um:
             return (
@@ -88,8 +90,10 @@ class LimitChecker:
                     f"burst of {action.duration_s:g} s is longer than limits.max_burst_s "
                     f"({lim.max_burst_s:g} s)"
                 )
-            if fast and not plan.position_in_burst and (
-                plan.bursts_active >= lim.max_concurrent_bursts
+            if (
+                fast
+                and not plan.position_in_burst
+                and (plan.bursts_active >= lim.max_concurrent_bursts)
             ):
                 return (
                     f"{plan.bursts_active} positions are already in a fast mode "
@@ -115,8 +119,7 @@ class LimitChecker:
             lo, hi = plan.current_z_um - half, plan.current_z_um + half
             if lo < lim.z_range_um[0] or hi > lim.z_range_um[1]:
                 return (
-                    f"z-stack {lo:.1f}..{hi:.1f} um leaves limits.z_range_um "
-                    f"{list(lim.z_range_um)}"
+                    f"z-stack {lo:.1f}..{hi:.1f} um leaves limits.z_range_um {list(lim.z_range_um)}"
                 )
             if not self.light_allows(plan.light_used_s, reimage_light_s):
                 budget = lim.light_budget_s

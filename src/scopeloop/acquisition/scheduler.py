@@ -344,7 +344,7 @@ class Scheduler:
             ]
         else:
             chans = [self.channels[self.analysis_channel]]
-        nz = 1 if a.z_range_um <= 0 else int(math.floor(a.z_range_um / a.z_step_um + 1e-9)) + 1
+        nz = 1 if a.z_range_um <= 0 else math.floor(a.z_range_um / a.z_step_um + 1e-9) + 1
         z0 = s.z_um - (nz - 1) * a.z_step_um / 2
         t = s.reimages
         names = tuple(c.config for c in chans)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import threading
-
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -24,34 +23,52 @@ def _table(st: dict[str, Any]) -> Any:
     for col in ("position", "mode", "interval", "frames", "re-images"):
         t.add_column(col)
     for p in st["positions"][:24]:
-        style = "yellow" if p["mode"] not in ("baseline", "skipped") else (
-            "dim" if p["mode"] == "skipped" else ""
+        style = (
+            "yellow"
+            if p["mode"] not in ("baseline", "skipped")
+            else ("dim" if p["mode"] == "skipped" else "")
         )
         t.add_row(
-            p["name"], p["mode"], f"{p['interval_s']:g} s", str(p["frames"]), str(p["reimages"]),
+            p["name"],
+            p["mode"],
+            f"{p['interval_s']:g} s",
+            str(p["frames"]),
+            str(p["reimages"]),
             style=style,
         )
     return t
 
 
 def run(
-    protocol: Path = typer.Argument(..., help="Protocol YAML file (see protocols/)."),
-    config: Path | None = typer.Option(
-        None, "--config", "-c", help="Micro-Manager config; default: the simulated microscope."
-    ),
-    out: Path | None = typer.Option(
-        None, "--out", "-o", help="Run folder (default runs/<protocol>_<date-time>)."
-    ),
-    no_policies: bool = typer.Option(
-        False, "--no-policies", help="Fixed plan: acquire (and analyse) without decisions."
-    ),
-    interval_s: float | None = typer.Option(None, "--interval", help="Override the baseline interval, s."),
-    duration_s: float | None = typer.Option(None, "--duration", help="Override the duration, s."),
-    seed: int | None = typer.Option(None, "--seed", help="Override the specimen seed (simulator)."),
-    time_scale: float | None = typer.Option(
-        None, "--time-scale", help="Override specimen seconds per wall second (simulator)."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress."),
+    protocol: Annotated[Path, typer.Argument(help="Protocol YAML file (see protocols/).")],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="Micro-Manager config; default: the simulated microscope."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Run folder (default runs/<protocol>_<date-time>)."),
+    ] = None,
+    no_policies: Annotated[
+        bool,
+        typer.Option("--no-policies", help="Fixed plan: acquire (and analyse) without decisions."),
+    ] = False,
+    interval_s: Annotated[
+        float | None, typer.Option("--interval", help="Override the baseline interval, s.")
+    ] = None,
+    duration_s: Annotated[
+        float | None, typer.Option("--duration", help="Override the duration, s.")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Override the specimen seed (simulator).")
+    ] = None,
+    time_scale: Annotated[
+        float | None,
+        typer.Option("--time-scale", help="Override specimen seconds per wall second (simulator)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress.")] = False,
 ) -> None:
     """Run PROTOCOL: acquire, analyse and decide; Ctrl-C stops cleanly leaving a readable run."""
     with cli_errors():
@@ -133,7 +150,8 @@ def run(
             f"[bold]{s.protocol}[/bold] ended: {s.stop_reason} after {_fmt_t(s.specimen_time_s)} "
             f"specimen time ({s.wall_s:.0f} s wall)\n"
             f"  frames {s.frames_written} stored, {s.frames_missing} missing; analysed "
-            f"{s.frames_analysed}, dropped {s.analysis_dropped}, analysis errors {s.analysis_errors}\n"
+            f"{s.frames_analysed}, dropped {s.analysis_dropped}, "
+            f"analysis errors {s.analysis_errors}\n"
             f"  decisions {s.accepted} accepted, {s.refused} refused; re-images {s.reimages}; "
             f"skipped positions {s.skipped_positions}; frame-to-decision latency {lat}\n"
             f"  light {s.light_used_s:.2f} s{budget}"
@@ -146,4 +164,3 @@ def run(
             raise typer.Exit(130)
         if s.stop_reason.startswith("error"):
             raise typer.Exit(EXIT_FAILURE)
-

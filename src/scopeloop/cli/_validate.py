@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -11,15 +12,17 @@ from ._common import EXIT_BAD_INPUT, cli_errors
 
 
 def validate(
-    protocol: Path | None = typer.Argument(
-        None, help="Protocol YAML file to check.", show_default=False
-    ),
-    schema: bool = typer.Option(
-        False, "--schema", help="Print the protocol JSON Schema (for editors) and exit."
-    ),
-    schema_out: Path | None = typer.Option(
-        None, "--schema-out", help="Write the protocol JSON Schema to this file."
-    ),
+    protocol: Annotated[
+        Path | None, typer.Argument(help="Protocol YAML file to check.", show_default=False)
+    ] = None,
+    schema: Annotated[
+        bool,
+        typer.Option("--schema", help="Print the protocol JSON Schema (for editors) and exit."),
+    ] = False,
+    schema_out: Annotated[
+        Path | None,
+        typer.Option("--schema-out", help="Write the protocol JSON Schema to this file."),
+    ] = None,
 ) -> None:
     """Check a protocol: one line per problem (field, value, what was expected); exit 2 if bad."""
     with cli_errors():

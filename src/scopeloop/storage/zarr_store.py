@@ -83,7 +83,7 @@ class _Image:
         )
         self.size_t = 0
         self.frames: list[dict[str, Any]] = []
-        self.labels: zarr.Array | None = None
+        self.labels: zarr.Array[Any] | None = None
         self.labels_t = 0
         scale = [1.0, 1.0, rec.z_step_um, rec.pixel_size_um, rec.pixel_size_um]
         self.group.attrs.update(
@@ -110,7 +110,7 @@ class _Image:
             self.array.resize(tuple(shape))
             self.size_t = t + 1
 
-    def ensure_labels(self, t: int, shape_yx: tuple[int, int]) -> zarr.Array:
+    def ensure_labels(self, t: int, shape_yx: tuple[int, int]) -> zarr.Array[Any]:
         if self.labels is None:
             lg = self.group.require_group("labels")
             lg.attrs.update({"ome": {"version": NGFF_VERSION, "labels": ["cells"]}})
