@@ -83,9 +83,9 @@ class FrameContext:
 
 def _plain(v: object) -> object:
     if isinstance(v, np.generic):
-        return v.item()
+        v = v.item()
     if isinstance(v, float):
-        return round(v, 4)
+        return None if not np.isfinite(v) else round(v, 4)  # JSON has no NaN
     return v
 
 
@@ -269,21 +269,20 @@ class MitosisDetector:
                     "field_bright": field_ratio >= cfg.min_field_intensity_ratio,
                 }
                 votes = sum(cues.values())
-                solid = float(meas.solidity[i]) >= cfg.min_solidity
                 strong = (
                     i_ratio >= cfg.strong_intensity_ratio
                     and field_ratio >= cfg.bright_override_ratio
                 )
-                fired = solid and (
+                fired = (
                     (cues["brighter"] and cues["smaller"] and votes >= cfg.min_votes) or strong
-                )
+                ) and meas.solidity_at(i) >= cfg.min_solidity
                 score = float(np.clip(0.5 * (i_ratio - 1) / (cfg.min_intensity_ratio - 1), 0, 1))
                 evidence = {
                     "rule": "condensation",
                     "intensity_ratio": i_ratio,
                     "area_ratio": a_ratio,
                     "circularity": circ,
-                    "solidity": float(meas.solidity[i]),
+                    "solidity": float(meas.solidity[i]),  # NaN when not needed
                     "field_ratio": field_ratio,
                     "votes": votes,
                     "strong": strong,
@@ -296,10 +295,10 @@ class MitosisDetector:
                 fired = (
                     n >= 3
                     and not meas.touches_border[i]
-                    and float(meas.solidity[i]) >= cfg.min_solidity
                     and field_ratio >= cfg.bright_override_ratio
                     and circ >= cfg.min_circularity
                     and area <= field_area
+                    and meas.solidity_at(i) >= cfg.min_solidity
                 )
                 score = 0.5 if fired else 0.0
                 evidence = {"rule": "field_bright", "field_ratio": field_ratio, "circularity": circ}
@@ -486,7 +485,7 @@ class AbnormalMorphologyDetector:
             if not ok[i] or meas.touches_border[i]:
                 continue  # clipped outlines look irregular
             reasons = []
-            if meas.solidity[i] < cfg.max_solidity:
+            if meas.solidity_at(i) < cfg.max_solidity:
                 reasons.append("irregular")
             if meas.eccentricity[i] > cfg.max_eccentricity:
                 reasons.append("elongated")

@@ -9,27 +9,17 @@ simulated microscope and on a calibrated real one).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import ndimage
 from skimage.measure import regionprops_table
+from skimage.morphology import convex_hull_image
 
 from scopeloop.models.detections import FrameInfo
 
 __all__ = ["FrameMeasurements", "measure_objects", "pixel_to_stage_um", "stage_to_pixel"]
-
-_PROPS = (
-    "label",
-    "area",
-    "centroid",
-    "intensity_mean",
-    "intensity_max",
-    "eccentricity",
-    "solidity",
-    "perimeter",
-    "bbox",
-)
 
 
 def pixel_to_stage_um(
@@ -89,6 +79,24 @@ class FrameMeasurements:
     pixel_size_um: float
     shape_yx: tuple[int, int]
     covered_fraction: float
+    # for shape descriptors computed on demand (convex hulls are costly)
+    _lab: NDArray[np.int32] | None = field(default=None, repr=False, compare=False)
+    _bbox: NDArray[np.int64] | None = field(default=None, repr=False, compare=False)
+    _ids: NDArray[np.int64] | None = field(default=None, repr=False, compare=False)
+
+    def solidity_at(self, i: int) -> float:
+        """Solidity (area / convex hull area) of row ``i``, computed once on demand."""
+        v = float(self.solidity[i])
+        if not np.isnan(v):
+            return v
+        if self._lab is None or self._bbox is None or self._ids is None:
+            return 1.0
+        r0, c0, r1, c1 = (int(b) for b in self._bbox[i])
+        mask = self._lab[r0:r1, c0:c1] == self._ids[i]
+        hull = convex_hull_image(mask) if mask.sum() > 2 else mask
+        v = float(mask.sum() / max(int(hull.sum()), 1))
+        self.solidity[i] = v
+        return v
 
     def __len__(self) -> int:
         return int(self.label.size)
@@ -98,7 +106,9 @@ class FrameMeasurements:
         cols = {}
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
-            if isinstance(value, np.ndarray) and value.shape == (len(self),):
+            if name == "_lab":
+                cols[name] = value
+            elif isinstance(value, np.ndarray) and value.shape[:1] == (len(self),):
                 cols[name] = value[keep]
             else:
                 cols[name] = value
@@ -183,41 +193,62 @@ def measure_objects(
         return _empty(shape_yx, background, pixel_size_um)
 
     original_ids = None
-    if int(lab.max()) > max(lab.size, 2**31 - 1) or int(lab.max()) > 4 * 65536:
-        # Sparse large ids (e.g. ground-truth cell ids): relabel so that regionprops'
-        # per-label tables stay small, and report the original ids.
+    if int(lab.max()) > 4 * 65536:
+        # Sparse large ids (e.g. ground-truth cell ids): relabel so that per-label
+        # tables stay small, and report the original ids.
         original_ids, inverse = np.unique(lab, return_inverse=True)
         lab = inverse.reshape(lab.shape)
-    t = regionprops_table(lab.astype(np.int32, copy=False), intensity_image=img, properties=_PROPS)
-    area_px = np.asarray(t["area"], dtype=np.float64)
+    lab = lab.astype(np.int32, copy=False)
+    # Vectorised per-label sums (one pass over the image) instead of per-object
+    # regionprops: this runs for every frame of every position.
+    flat = lab.ravel()
+    nlab = int(flat.max()) + 1
+    counts = np.bincount(flat, minlength=nlab)
+    present = np.flatnonzero(counts)
+    present = present[present > 0]
+    rr, cc = np.indices(lab.shape, dtype=np.float64)
+    rr, cc = rr.ravel(), cc.ravel()
+    n_px = counts[present].astype(np.float64)
+    sr = np.bincount(flat, rr, nlab)[present]
+    sc = np.bincount(flat, cc, nlab)[present]
+    row = sr / n_px
+    col = sc / n_px
+    mu_rr = np.bincount(flat, rr * rr, nlab)[present] / n_px - row**2
+    mu_cc = np.bincount(flat, cc * cc, nlab)[present] / n_px - col**2
+    mu_rc = np.bincount(flat, rr * cc, nlab)[present] / n_px - row * col
+    half_tr = (mu_rr + mu_cc) / 2
+    disc = np.sqrt(np.maximum(((mu_rr - mu_cc) / 2) ** 2 + mu_rc**2, 0.0))
+    l1, l2 = half_tr + disc, np.maximum(half_tr - disc, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ecc = np.where(l1 > 0, np.sqrt(np.clip(1.0 - l2 / l1, 0.0, 1.0)), 0.0)
+    mean_i = np.bincount(flat, img.ravel().astype(np.float64), nlab)[present] / n_px
+    max_i = np.asarray(ndimage.maximum(img, lab, present), dtype=np.float64)
+    t = regionprops_table(lab, properties=("label", "perimeter", "bbox"))
+    if not np.array_equal(np.asarray(t["label"]), present):  # pragma: no cover - defensive
+        raise RuntimeError("label bookkeeping mismatch in measure_objects")
+    area_px = n_px
     perim = np.asarray(t["perimeter"], dtype=np.float64)
     # skimage's perimeter under-counts tiny objects; clip so a disc reads as ~1, never above.
     with np.errstate(divide="ignore", invalid="ignore"):
         circ = np.where(perim > 0, 4.0 * np.pi * area_px / np.maximum(perim, 1e-9) ** 2, 1.0)
     circ = np.clip(circ, 0.0, 1.0)
-    row = np.asarray(t["centroid-0"], dtype=np.float64)
-    col = np.asarray(t["centroid-1"], dtype=np.float64)
     x_um, y_um = pixel_to_stage_um(row, col, shape_yx, sx, sy, pixel_size_um)
     h, w = shape_yx
-    border = (
-        (np.asarray(t["bbox-0"]) == 0)
-        | (np.asarray(t["bbox-1"]) == 0)
-        | (np.asarray(t["bbox-2"]) == h)
-        | (np.asarray(t["bbox-3"]) == w)
-    )
-    mean_i = np.asarray(t["intensity_mean"], dtype=np.float64)
+    b0, b1 = np.asarray(t["bbox-0"]), np.asarray(t["bbox-1"])
+    b2, b3 = np.asarray(t["bbox-2"]), np.asarray(t["bbox-3"])
+    border = (b0 == 0) | (b1 == 0) | (b2 == h) | (b3 == w)
     return FrameMeasurements(
         label=(
-            np.asarray(t["label"], dtype=np.int64)
+            present.astype(np.int64)
             if original_ids is None
-            else original_ids[np.asarray(t["label"])].astype(np.int64)
+            else original_ids[present].astype(np.int64)
         ),
         area_um2=area_px * pixel_size_um**2,
         mean_intensity=mean_i,
         net_mean_intensity=np.maximum(mean_i - background, 1e-6),
-        max_intensity=np.asarray(t["intensity_max"], dtype=np.float64),
-        eccentricity=np.asarray(t["eccentricity"], dtype=np.float64),
-        solidity=np.asarray(t["solidity"], dtype=np.float64),
+        max_intensity=max_i,
+        eccentricity=ecc,
+        solidity=np.full(present.size, np.nan),
         circularity=circ,
         row=row,
         col=col,
@@ -228,4 +259,7 @@ def measure_objects(
         pixel_size_um=float(pixel_size_um),
         shape_yx=shape_yx,
         covered_fraction=float(fg.mean()),
+        _lab=lab,
+        _bbox=np.stack([b0, b1, b2, b3], axis=1),
+        _ids=present.astype(np.int64),
     )
