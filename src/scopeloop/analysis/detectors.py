@@ -109,6 +109,24 @@ def register_stage_classifier(name: str, factory: Callable[[], StageClassifier])
     _CLASSIFIERS[name] = factory
 
 
+def _cnn_stage_classifier() -> StageClassifier:
+    """The trained cell-stage CNN (``scopeloop train --what classifier``) as an onset hook."""
+    from .classifier import StageClassifier as _StageCNN
+
+    clf = _StageCNN()
+
+    def classify(
+        image: NDArray[np.number], labels: NDArray[np.integer], meas: FrameMeasurements
+    ) -> NDArray[np.float64]:
+        p = clf.mitotic_probability(image, labels)
+        return np.array([p.get(int(lab), 0.0) for lab in meas.label], dtype=np.float64)
+
+    return classify
+
+
+register_stage_classifier("cnn", _cnn_stage_classifier)
+
+
 def _in_area(meas: FrameMeasurements, cfg: DetectorConfig) -> NDArray[np.bool_]:
     return (meas.area_um2 >= cfg.min_area_um2) & (meas.area_um2 <= cfg.max_area_um2)
 
