@@ -215,3 +215,46 @@ def test_report_is_written_with_plots_and_scores(tmp_path: Path) -> None:
     # A folder that is not a run is bad input (exit 2), one readable line.
     res = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+@pytest.mark.slow
+def test_evaluate_scores_a_real_run_against_both_fixed_plans(tmp_path: Path) -> None:
+    """A short simulated mitosis_burst run, scored with the fixed plans on the same seed."""
+    from typer.testing import CliRunner
+
+    from scopeloop.acquisition import run_protocol
+    from scopeloop.cli.main import app
+    from scopeloop.models.protocol import load_protocol
+
+    root = Path(__file__).resolve().parents[1]
+    p = load_protocol(root / "protocols" / "mitosis_burst.yaml")
+    acq = p.acquisition.model_copy(update={"wells": ("B2", "B5"), "duration_s": 3 * 3600.0})
+    p = p.model_copy(update={"acquisition": acq})
+    summary = run_protocol(p, out_dir=tmp_path / "run", time_scale=2000)
+    run = Path(summary.run_dir)
+    assert (run / "ground_truth.json").is_file()
+
+    res = CliRunner().invoke(app, ["evaluate", str(run)])
+    assert res.exit_code == 0, res.output
+    for name in ("adaptive", "fixed slow", "fixed fast"):
+        assert name in res.output
+    ev = json.loads((run / "evaluation.json").read_text())
+    plans = {q["name"]: q for q in ev["plans"]}
+    slow, fast, adaptive = plans["fixed slow"], plans["fixed fast"], plans["adaptive"]
+    # The fixed plans image 2 wells for 3 h at 15 min and 2.5 min, 30 ms per frame.
+    assert slow["frames"] == pytest.approx(2 * 3 * 4, abs=2)
+    assert fast["frames"] == pytest.approx(2 * 3 * 24, abs=4)
+    assert fast["illumination_s"] == pytest.approx(fast["frames"] * 0.030)
+    assert slow["illumination_s"] <= adaptive["illumination_s"] < fast["illumination_s"]
+    assert slow["specimen_dose"] < fast["specimen_dose"]
+    # Imaging everything fast catches every judged mitosis; slow catches none.
+    assert fast["caught"] == fast["mitoses_in_fields"]
+    assert slow["caught"] == 0
+    assert ev["light_vs_fixed_fast"] == pytest.approx(
+        adaptive["illumination_s"] / fast["illumination_s"]
+    )
+    # The report picks the comparison up.
+    pytest.importorskip("matplotlib")
+    res = CliRunner().invoke(app, ["report", str(run)])
+    assert res.exit_code == 0, res.output
+    assert "fixed fast" in (run / "report.html").read_text()
