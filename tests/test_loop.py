@@ -258,3 +258,79 @@ def test_killed_run_is_readable_up_to_its_last_frame(tmp_path: Path) -> None:
     proc.wait(10)
     written = _check_readable(run_dir)
     assert len(written) >= 15
+
+
+def _four_wells() -> Protocol:
+    return _proto("mitosis_burst", **{"acquisition.wells": ["B2", "B3", "B4", "B5"]})
+
+
+def test_camera_fault_is_journaled_as_a_gap_and_the_run_goes_on(
+    sim_core: CMMCorePlus, tmp_path: Path
+) -> None:
+    ctrl = RunController(
+        _four_wells().with_overrides(duration_s=2700, time_scale=1500), sim_core, tmp_path / "r"
+    )
+    armed: list[bool] = []
+
+    def on_frame(info: Any) -> None:
+        if not armed:  # the 2nd snap from now fails, as a flaky camera would
+            armed.append(True)
+            sim_core.setProperty("Camera", "FaultOnSnap", 2)
+
+    ctrl.signals.frameStored.connect(on_frame)
+    s = ctrl.run()
+    assert s.stop_reason == "duration reached"
+    assert s.frames_missing == 1 and s.frames_written == 4 * 3 - 1
+    gaps = [j for j in read_journal(tmp_path / "r") if j["status"] == "missing"]
+    # snaps after arming: B3 (1st), B4 (2nd, fails)
+    assert len(gaps) == 1 and gaps[0]["image"] == "B4_timelapse" and gaps[0]["t"] == 0
+    arr = _ts(tmp_path / "r" / "images" / "B4_timelapse.ome.zarr" / "0")
+    assert arr.shape[0] == 3  # the time point exists; the journal says frame 0 is a gap
+    _check_readable(tmp_path / "r")
+
+
+def test_frames_from_a_stalled_stage_are_flagged_and_not_analysed(
+    sim_core: CMMCorePlus, tmp_path: Path
+) -> None:
+    ctrl = RunController(
+        _four_wells().with_overrides(duration_s=2700, time_scale=1500), sim_core, tmp_path / "r"
+    )
+    armed: list[bool] = []
+
+    def on_frame(info: Any) -> None:
+        if not armed:  # the stage silently stops moving (stays at B2)
+            armed.append(True)
+            sim_core.setProperty("XYStage", "FaultDropMoves", 1)
+
+    ctrl.signals.frameStored.connect(on_frame)
+    s = ctrl.run()
+    frames = [j for j in read_journal(tmp_path / "r") if j["status"] == "written"]
+    flagged = [f for f in frames if f.get("misplaced")]
+    # every frame planned away from B2 was taken at B2: flagged, never analysed as B3..B5
+    assert {f["position"] for f in flagged} == {"B3", "B4", "B5"}
+    assert len(flagged) == 9 and s.frames_misplaced == 9
+    assert s.frames_analysed <= 3
+
+
+def test_pause_holds_acquisition_and_resume_continues(
+    sim_core: CMMCorePlus, tmp_path: Path
+) -> None:
+    ctrl = RunController(
+        _four_wells().with_overrides(duration_s=2700, time_scale=1500), sim_core, tmp_path / "r"
+    )
+    states: list[str] = []
+    ctrl.signals.stateChanged.connect(states.append)
+
+    def pause_then_resume() -> None:
+        ctrl.set_paused(True)
+        time.sleep(0.5)
+        ctrl.set_paused(False)
+
+    def on_frame(info: Any) -> None:
+        if ctrl.store is not None and ctrl.store.frames_written == 2:
+            threading.Thread(target=pause_then_resume).start()
+
+    ctrl.signals.frameStored.connect(on_frame)
+    s = ctrl.run()
+    assert "paused" in states and states[-1] == "done"
+    assert s.frames_written == 12 and s.stop_reason == "duration reached"
