@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -334,3 +335,37 @@ def test_pause_holds_acquisition_and_resume_continues(
     s = ctrl.run()
     assert "paused" in states and states[-1] == "done"
     assert s.frames_written == 12 and s.stop_reason == "duration reached"
+
+
+def test_ctrl_c_on_scopeloop_run_stops_cleanly(tmp_path: Path) -> None:
+    run_dir = tmp_path / "interrupted"
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "scopeloop"),
+            "run",
+            str(PROTOCOLS / "mitosis_burst.yaml"),
+            "--out",
+            str(run_dir),
+            "--time-scale",
+            "300",
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    journal = run_dir / "frames.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if journal.is_file() and journal.read_text().count('"written"') >= 10:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal sends
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130, err
+    assert "interrupted (Ctrl-C)" in err
+    written = _check_readable(run_dir)
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["summary"]["stop_reason"] == "interrupted (Ctrl-C)"
+    assert info["summary"]["frames_written"] == len(written) >= 10

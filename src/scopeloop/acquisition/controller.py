@@ -189,6 +189,7 @@ class RunController:
         self._error: BaseException | None = None
         self._wall0 = 0.0
         self.store_errors = 0
+        self._acquired = threading.Event()  # set when the acquisition thread has ended
         self.frames_misplaced = 0
 
     # ------------------------------------------------------------------ state
@@ -557,17 +558,17 @@ class RunController:
             )
             with _Connected(core, self._on_frame):
                 thread.start()
-                while thread.is_alive():
+                # Wait on an Event, not Thread.join: a join interrupted by Ctrl-C can
+                # leave the thread looking finished while it still runs (CPython).
+                while not self._acquired.is_set():
                     try:
-                        thread.join(0.1)
+                        self._acquired.wait(0.1)
                     except KeyboardInterrupt:
                         interrupted = True
                         self.cancel("interrupted (Ctrl-C)")
                         break
-                if thread.is_alive():
-                    thread.join(STOP_DEADLINE_S)
-                    if thread.is_alive():
-                        logger.error("acquisition did not stop within %s s", STOP_DEADLINE_S)
+                if not self._acquired.wait(STOP_DEADLINE_S):
+                    logger.error("acquisition did not stop within %s s", STOP_DEADLINE_S)
         except BaseException as exc:
             self._error = exc
             if isinstance(exc, KeyboardInterrupt):
@@ -585,6 +586,8 @@ class RunController:
             self._error = exc
             if self.scheduler is not None:
                 self.scheduler.stop(f"error: {exc}")
+        finally:
+            self._acquired.set()
 
     def _teardown(self, thread: threading.Thread | None, run_info: dict[str, Any]) -> RunSummary:
         core, sch, worker, store = self.core, self.scheduler, self.worker, self.store
@@ -598,8 +601,8 @@ class RunController:
                 core.mda.cancel()
 
         def join_acquisition() -> None:
-            if thread is not None:
-                thread.join(STOP_DEADLINE_S)
+            if thread is not None and thread.ident is not None:
+                self._acquired.wait(STOP_DEADLINE_S)
 
         def stop_analysis() -> None:
             if worker is not None and not worker.stop(WORKER_DEADLINE_S):

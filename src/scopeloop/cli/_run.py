@@ -96,11 +96,15 @@ def run(
         console = Console(stderr=True)
         result: dict[str, Any] = {}
 
+        done = threading.Event()
+
         def _go() -> None:
             try:
                 result["summary"] = ctrl.run()
             except BaseException as exc:
                 result["error"] = exc
+            finally:
+                done.set()
 
         worker = threading.Thread(target=_go, name="scopeloop-run", daemon=True)
         worker.start()
@@ -114,8 +118,8 @@ def run(
         task = bar.add_task(proto.name, total=proto.acquisition.duration_s, clock="")
         try:
             with Live(console=console, refresh_per_second=4, transient=False) as live:
-                while worker.is_alive():
-                    worker.join(0.25)
+                # an Event, not Thread.join: a join interrupted by Ctrl-C may lie
+                while not done.wait(0.25):
                     if quiet:
                         continue
                     st = ctrl.stats()
@@ -134,7 +138,7 @@ def run(
         except KeyboardInterrupt:
             console.print("[yellow]stopping: finishing the current frame and closing the run…")
             ctrl.cancel("interrupted (Ctrl-C)")
-            worker.join(120)
+            done.wait(120)
         if "error" in result:
             raise result["error"]
         s = result.get("summary")
