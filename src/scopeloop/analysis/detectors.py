@@ -287,12 +287,25 @@ class MitosisDetector:
                     "field_bright": field_ratio >= cfg.min_field_intensity_ratio,
                 }
                 votes = sum(cues.values())
+                last = history[-1]
+                jump = float(np.hypot(x - last.x_um, y - last.y_um))
                 strong = (
                     i_ratio >= cfg.strong_intensity_ratio
                     and field_ratio >= cfg.bright_override_ratio
                 )
+                # A neighbour sliding over a nucleus also makes it look brighter and
+                # smaller (overlap adds light and hides part of the outline): a
+                # condensing nucleus pulls away from its neighbours, so it must not touch
+                # another object unless the brightening is beyond any overlap.
                 fired = (
-                    (cues["brighter"] and cues["smaller"] and votes >= cfg.min_votes) or strong
+                    (
+                        cues["brighter"]
+                        and cues["smaller"]
+                        and votes >= cfg.min_votes
+                        and jump <= cfg.max_jump_um
+                        and not meas.touches_other_at(i)
+                    )
+                    or strong
                 ) and meas.solidity_at(i) >= cfg.min_solidity
                 score = float(np.clip(0.5 * (i_ratio - 1) / (cfg.min_intensity_ratio - 1), 0, 1))
                 evidence = {
@@ -304,6 +317,7 @@ class MitosisDetector:
                     "field_ratio": field_ratio,
                     "votes": votes,
                     "strong": strong,
+                    "jump_um": jump,
                     "history_frames": len(history),
                 }
             else:
@@ -317,6 +331,7 @@ class MitosisDetector:
                     and circ >= cfg.min_circularity
                     and area <= field_area
                     and meas.solidity_at(i) >= cfg.min_solidity
+                    and not meas.touches_other_at(i)
                 )
                 score = 0.5 if fired else 0.0
                 evidence = {"rule": "field_bright", "field_ratio": field_ratio, "circularity": circ}

@@ -98,6 +98,18 @@ class FrameMeasurements:
         self.solidity[i] = v
         return v
 
+    def touches_other_at(self, i: int) -> bool:
+        """Whether object ``i`` touches another object (overlapping or abutting nuclei)."""
+        if self._lab is None or self._bbox is None or self._ids is None:
+            return False
+        h, w = self.shape_yx
+        r0, c0, r1, c1 = (int(b) for b in self._bbox[i])
+        r0, c0, r1, c1 = max(r0 - 2, 0), max(c0 - 2, 0), min(r1 + 2, h), min(c1 + 2, w)
+        crop = self._lab[r0:r1, c0:c1]
+        mask = crop == self._ids[i]
+        ring = ndimage.binary_dilation(mask, iterations=2) & ~mask
+        return bool(((crop[ring] != 0) & (crop[ring] != self._ids[i])).any())
+
     def __len__(self) -> int:
         return int(self.label.size)
 

@@ -115,6 +115,14 @@ class MitosisDetectorConfig(_DetectorBase):
             "size cue (the reference may be spoiled by an earlier occlusion)."
         ),
     )
+    max_jump_um: float = Field(
+        8.0,
+        gt=0,
+        description=(
+            "A nucleus that moved more than this since the previous frame is not called "
+            "condensing (a rounding cell stays put; a jump is a tracking swap)."
+        ),
+    )
     cooldown_s: float = Field(
         3600.0, ge=0, description="A track (and its lineage) fires onset at most once per this."
     )
@@ -127,7 +135,7 @@ class MitosisDetectorConfig(_DetectorBase):
         ),
     )
     max_onset_to_division_s: float = Field(
-        4200.0,
+        3000.0,
         gt=0,
         description="An onset with no division after this long is abandoned (mitosis_abandoned).",
     )
