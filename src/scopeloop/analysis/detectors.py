@@ -98,7 +98,9 @@ class Detector(Protocol):
     def update(self, ctx: FrameContext) -> list[Detection]: ...
 
 
-StageClassifier = Callable[[NDArray[np.number], NDArray[np.integer], FrameMeasurements], NDArray]
+StageClassifier = Callable[
+    [NDArray[np.number], NDArray[np.integer], FrameMeasurements], NDArray[np.float64]
+]
 """``(image, labels, measurements) -> p_mitotic`` per measurement row (values 0..1)."""
 
 _CLASSIFIERS: dict[str, Callable[[], StageClassifier]] = {}

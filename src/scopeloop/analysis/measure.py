@@ -93,7 +93,7 @@ class FrameMeasurements:
             return 1.0
         r0, c0, r1, c1 = (int(b) for b in self._bbox[i])
         mask = self._lab[r0:r1, c0:c1] == self._ids[i]
-        hull = convex_hull_image(mask) if mask.sum() > 2 else mask
+        hull = convex_hull_image(mask) if mask.sum() > 2 else mask  # type: ignore[no-untyped-call]
         v = float(mask.sum() / max(int(hull.sum()), 1))
         self.solidity[i] = v
         return v
@@ -218,8 +218,8 @@ def measure_objects(
     counts = np.bincount(flat, minlength=nlab)
     present = np.flatnonzero(counts)
     present = present[present > 0]
-    rr, cc = np.indices(lab.shape, dtype=np.float64)
-    rr, cc = rr.ravel(), cc.ravel()
+    grid = np.indices(lab.shape, dtype=np.float64)
+    rr, cc = grid[0].ravel(), grid[1].ravel()
     n_px = counts[present].astype(np.float64)
     sr = np.bincount(flat, rr, nlab)[present]
     sc = np.bincount(flat, cc, nlab)[present]
@@ -235,7 +235,7 @@ def measure_objects(
         ecc = np.where(l1 > 0, np.sqrt(np.clip(1.0 - l2 / l1, 0.0, 1.0)), 0.0)
     mean_i = np.bincount(flat, img.ravel().astype(np.float64), nlab)[present] / n_px
     max_i = np.asarray(ndimage.maximum(img, lab, present), dtype=np.float64)
-    t = regionprops_table(lab, properties=("label", "perimeter", "bbox"))
+    t = regionprops_table(lab, properties=("label", "perimeter", "bbox"))  # type: ignore[no-untyped-call]
     if not np.array_equal(np.asarray(t["label"]), present):  # pragma: no cover - defensive
         raise RuntimeError("label bookkeeping mismatch in measure_objects")
     area_px = n_px
