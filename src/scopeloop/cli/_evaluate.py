@@ -66,6 +66,9 @@ def evaluate(
         int | None, typer.Option("--n-images", min=1, help="Images per generated set.")
     ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Small sets, for a fast look.")] = False,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, help="Test-set seed offset (0 = the published sets).")
+    ] = 0,
 ) -> None:
     """Score a simulated run against ground truth, or segmenters against exact labels."""
     with cli_errors():
@@ -82,6 +85,7 @@ def evaluate(
                 n_images=n_images,
                 json_out=json_out,
                 quick=quick,
+                seed=seed,
             )
             return
         assert run is not None
