@@ -258,3 +258,23 @@ def test_evaluate_scores_a_real_run_against_both_fixed_plans(tmp_path: Path) -> 
     res = CliRunner().invoke(app, ["report", str(run)])
     assert res.exit_code == 0, res.output
     assert "fixed fast" in (run / "report.html").read_text()
+
+
+def test_evaluate_command_serves_runs_and_segmenters(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from scopeloop.cli.main import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["evaluate"])
+    assert res.exit_code == 2 and "RUN folder" in res.output
+    res = runner.invoke(app, ["evaluate", str(tmp_path), "--segmenter", "classical"])
+    assert res.exit_code == 2 and "not both" in res.output
+    res = runner.invoke(app, ["evaluate", str(tmp_path)])
+    assert res.exit_code == 2 and "not a run folder" in res.output
+    # Without RUN, --segmenter scores segmenters against exact labels.
+    out = tmp_path / "seg.json"
+    args = ["evaluate", "--segmenter", "classical", "--set", "sparse", "--n-images", "1"]
+    res = runner.invoke(app, [*args, "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "classical" in json.loads(out.read_text())["results"]
