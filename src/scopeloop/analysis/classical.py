@@ -60,7 +60,8 @@ def segment_classical(
     dist = ndimage.gaussian_filter(dist, 1.0)
     markers, _ = ndimage.label(morphology.h_maxima(dist, h_px))
     labels = segmentation.watershed(-dist, markers, mask=mask)
-    labels = morphology.remove_small_objects(labels, max_size=min_size_px - 1)
+    if labels.max() > 1:  # one label: already >= min size (mask step); skimage warns on it
+        labels = morphology.remove_small_objects(labels, max_size=min_size_px - 1)
     relabelled, _, _ = segmentation.relabel_sequential(labels)
     return relabelled.astype(np.int32)
 
