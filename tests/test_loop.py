@@ -63,7 +63,7 @@ def _check_readable(run_dir: Path) -> list[dict[str, Any]]:
         ("mitosis_burst", 2700, 1500),
         ("hit_reimage", 2400, 1500),
         ("follow_cell", 1500, 1000),
-        ("plate_triage", 1800, 1500),
+        ("plate_triage", 5400, 1500),
     ],
 )
 def test_shipped_protocol_runs_end_to_end(
@@ -85,6 +85,29 @@ def test_shipped_protocol_runs_end_to_end(
     assert (tmp_path / "run" / "ground_truth.json").is_file()
     assert not sim_core.getShutterOpen()
     assert s.light_used_s <= (s.light_budget_s or np.inf)
+    decisions = [d for d in read_decisions(tmp_path / "run") if d.get("accepted")]
+    if name == "follow_cell":  # after each move, the position is imaged where it was moved
+        moves = [d for d in decisions if d["action"]["type"] == "reposition"]
+        assert moves
+        for d in moves:
+            nxt = [f for f in _frames_of(tmp_path / "run", d["position"]) if f["t_s"] > d["t_s"]][
+                :1
+            ]
+            for f in nxt:
+                later = [
+                    m
+                    for m in moves
+                    if m["position"] == d["position"] and d["t_s"] < m["t_s"] < f["t_s"]
+                ]
+                a = (later[-1] if later else d)["action"]
+                assert (f["x_um"], f["y_um"]) == pytest.approx((a["x_um"], a["y_um"]))
+    if name == "plate_triage":  # a skipped well gets no more light
+        skips = [d for d in decisions if d["action"]["type"] == "skip"]
+        assert skips and s.skipped_positions == len(skips)
+        for d in skips:
+            assert not [
+                f for f in _frames_of(tmp_path / "run", d["position"]) if f["t_s"] > d["t_s"]
+            ]
 
 
 def _frames_of(run_dir: Path, position: str, kind: str = "timelapse") -> list[dict[str, Any]]:

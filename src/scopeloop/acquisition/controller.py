@@ -509,12 +509,10 @@ class RunController:
                 log=self._write_log,
             )
             self.scheduler.on_missing = self._on_missing
-            model_hash = None
+            model_hash, model_meta = None, None
             if proto.analysis.enabled:
                 seg = self._make_segmenter()
-                model_hash = getattr(seg, "model_hash", None) or getattr(
-                    seg, "weights_sha256", None
-                )
+                model_hash, model_meta = _model_provenance(seg)
                 from scopeloop.analysis.pipeline import PositionAnalyzer
 
                 detectors = proto.detectors
@@ -542,6 +540,7 @@ class RunController:
                 if self.worker
                 else None,
                 "model_sha256": model_hash,
+                "model_meta": model_meta,
                 "positions": [
                     {"name": s.name, "x_um": s.x_um, "y_um": s.y_um, "z_um": s.z_um, "well": s.well}
                     for s in sites
@@ -727,6 +726,28 @@ class _Connected:
 
     def __exit__(self, *exc: object) -> None:
         self.core.mda.events.frameReady.disconnect(self.slot)
+
+
+def _model_provenance(seg: Any) -> tuple[str | None, dict[str, Any] | None]:
+    """SHA-256 of a segmenter's weights (and its recipe metadata), when it has any."""
+    meta = getattr(seg, "meta", None)
+    meta = dict(meta) if isinstance(meta, dict) else None
+    for attr in ("model_hash", "weights_sha256"):
+        value = getattr(seg, attr, None)
+        if isinstance(value, str):
+            return value, meta
+    path = getattr(seg, "weights_path", None)
+    if path is None and getattr(seg, "name", None) == "unet" and getattr(seg, "meta", None):
+        try:
+            from scopeloop.analysis.unet import default_weights_path
+
+            path = default_weights_path()
+        except Exception:
+            path = None
+    try:
+        return (file_sha256(path) if path else None), meta
+    except OSError:
+        return None, meta
 
 
 def _default_out(name: str) -> Path:
