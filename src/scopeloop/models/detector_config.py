@@ -68,7 +68,12 @@ class MitosisDetectorConfig(_DetectorBase):
         ),
     )
     min_track_frames: int = Field(
-        2, ge=1, description="A track needs this many past frames before onset can fire."
+        1,
+        ge=1,
+        description=(
+            "A track needs this many past frames before onset can fire (1: from the second "
+            "frame, so cells entering mitosis early in a run are not missed)."
+        ),
     )
     min_intensity_ratio: float = Field(
         1.25, gt=1.0, description="Mean intensity / the track's reference mean intensity."
