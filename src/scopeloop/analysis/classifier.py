@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from scipy import ndimage
 from skimage.measure import regionprops
+from skimage.segmentation import relabel_sequential
 from torch import nn
 
 from .segmenter import select_device
@@ -97,7 +98,9 @@ def object_crops(image: NDArray[Any], labels: NDArray[np.integer]) -> Crops:
     lab = np.asarray(labels)
     bg = float(np.percentile(img[::2, ::2], 5))
     img = img - bg
-    props = regionprops(lab.astype(np.int32), intensity_image=img)
+    # ids may be large (plate-unique cell ids): measure on consecutive ids, report the originals
+    seq, _, inverse = relabel_sequential(lab.astype(np.int64))
+    props = regionprops(seq, intensity_image=img)
     k = len(props)
     if k == 0:
         z = np.zeros(0)
@@ -105,7 +108,7 @@ def object_crops(image: NDArray[Any], labels: NDArray[np.integer]) -> Crops:
             np.zeros(0, np.int64), np.zeros((0, 2, CROP, CROP), np.float32),
             np.zeros((0, 2), np.float32), z, z, z, z, z,
         )  # fmt: skip
-    ids = np.array([p.label for p in props], np.int64)
+    ids = np.array([inverse[p.label] for p in props], np.int64)
     area = np.array([p.area for p in props], np.float64)
     mean_i = np.array([max(float(p.intensity_mean), 1e-3) for p in props])
     major = np.array([max(p.axis_major_length, 1e-3) for p in props])
@@ -128,7 +131,7 @@ def object_crops(image: NDArray[Any], labels: NDArray[np.integer]) -> Crops:
         crops[j, 0] = ndimage.map_coordinates(img, coords, order=1, mode="nearest") / ref_i
         yi = np.clip(np.rint(coords[0]).astype(int), 0, h - 1)
         xi = np.clip(np.rint(coords[1]).astype(int), 0, w - 1)
-        crops[j, 1] = lab[yi, xi] == p.label
+        crops[j, 1] = seq[yi, xi] == p.label
     scalars = np.stack([np.log(area_ratio), np.log(int_ratio)], 1).astype(np.float32)
     return Crops(ids, crops, scalars, area, int_ratio, area_ratio, minor / major, solidity)
 

@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 #: channels per level; 4 down-samplings, so inputs are padded to a multiple of 16
-DEFAULT_CHANNELS = (16, 32, 64, 96, 128)
+DEFAULT_CHANNELS = (8, 16, 32, 64, 128)
 _MULTIPLE = 16
 
 

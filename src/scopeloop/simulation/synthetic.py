@@ -218,6 +218,14 @@ def make_sample(
         Parameter ranges (the wide training distribution by default).
     """
     rng = np.random.default_rng(seed)
+    # optics and camera from their own stream: drawn first, so nuclei can be kept visible
+    cam = np.random.default_rng([seed, 7])
+    peak = _logu(cam, recipe.photons)  # includes bleaching and exposure: one overall scale
+    background = _u(cam, recipe.background)
+    haze = _u(cam, recipe.haze)
+    defocus = _u(cam, recipe.defocus_px)
+    read_noise = float(cam.uniform(1.0, 3.0))
+    offset = float(cam.uniform(50, 300))
     radius = _logu(rng, recipe.radius_px)
     empty = rng.random() < recipe.empty_probability
     coverage = 0.0 if empty else _u(rng, recipe.coverage)
@@ -287,6 +295,13 @@ def make_sample(
         seeds = np.concatenate([seeds, rng.integers(0, 2**31, m)])
         lab = np.concatenate([lab, np.arange(n + 1, n + m + 1)])
         stage = np.concatenate([stage, np.full(m, 3)])
+    # Ground truth holds only nuclei an annotator could see: each nucleus' peak stands at
+    # least 3 noise sigmas above the background (after defocus), however dim it was drawn.
+    qe = 0.8
+    noise_e = np.sqrt((background + 0.5 * haze) * peak * qe + read_noise**2)
+    blur_keep = 1.0 - np.exp(-(b**2) / (2 * max(defocus, 0.3) ** 2))
+    floor = 3.0 * noise_e / (peak * qe * 0.85 * np.maximum(blur_keep, 0.05))
+    bright = np.maximum(bright, floor * rng.uniform(1.0, 1.3, len(bright)))
     edge_px = float(rng.uniform(0.4, 1.2))
     tex_scale = float(np.clip(radius / rng.uniform(4, 10), 0.6, 3.0))
 
@@ -297,10 +312,8 @@ def make_sample(
         labels,
         _batch(cy, cx, a, b, angle, bright, lab, texture, irr, seeds, edge_px, tex_scale),
     )
-    defocus = _u(rng, recipe.defocus_px)
     photons = defocus_blur(photons, defocus)
     # out-of-focus haze: nuclei of other planes, heavily blurred, never labelled
-    haze = _u(rng, recipe.haze)
     if haze > 0.02:
         hy, hx, hr = _place(rng, shape, radius, rng.uniform(0.05, 0.4), 0.5, 0.5)
         k = len(hy)
@@ -317,17 +330,13 @@ def make_sample(
                 ),
             )  # fmt: skip
             photons += defocus_blur(hz, float(rng.uniform(3.0, 4.0) * max(radius / 4, 1.0)))
-    background = _u(rng, recipe.background)
     photons += np.float32(background)
     falloff = _u(rng, recipe.vignetting)
     centre = (float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.2, 0.8)))
     photons *= illumination_profile(
         shape, round(falloff, 3), (round(centre[0], 2), round(centre[1], 2))
     )
-    peak = _logu(rng, recipe.photons)  # includes bleaching and exposure: one overall scale
     photons *= np.float32(peak)
-    read_noise = float(rng.uniform(1.0, 3.0))
-    offset = float(rng.uniform(50, 300))
     raw = camera_readout(photons, rng, read_noise_e=read_noise, offset_adu=offset)
     to_uint8 = rng.random() < recipe.uint8_probability
     if to_uint8:
