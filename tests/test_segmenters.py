@@ -76,3 +76,28 @@ def test_classical_rejects_bad_options_and_shapes() -> None:
         get_segmenter("classical", threshold=3)
     with pytest.raises(ValueError, match="shape"):
         get_segmenter("classical").segment(np.zeros((2, 2, 2, 2)))
+
+
+def test_evaluate_cli_scores_segmenters_on_named_sets_and_a_folder(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import tifffile
+    from typer.testing import CliRunner
+
+    from scopeloop.cli.main import app
+
+    img, _ = _nuclei_image()
+    lab = get_segmenter("classical").segment(img)  # a folder whose masks are exact for classical
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    (tmp_path / "d" / "labels").mkdir()
+    tifffile.imwrite(tmp_path / "d" / "images" / "a.tif", img)
+    tifffile.imwrite(tmp_path / "d" / "labels" / "a.tif", lab)
+    out = tmp_path / "scores.json"
+    args = ["evaluate", "--segmenter", "classical", "--set", "sparse", "--n-images", "1"]
+    res = CliRunner().invoke(app, [*args, "--folder", str(tmp_path / "d"), "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    scores = json.loads(out.read_text())["results"]["classical"]
+    assert scores["d"]["ap"]["0.5"] == 1.0
+    assert 0.0 <= scores["sparse"]["ap"]["0.9"] <= scores["sparse"]["ap"]["0.5"] <= 1.0
+    bad = CliRunner().invoke(app, [*args[:3], "--set", "nope"])
+    assert bad.exit_code == 2 and "unknown test set" in bad.output

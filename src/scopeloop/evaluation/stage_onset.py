@@ -40,6 +40,7 @@ def onset_scores(
     size: int = 512,
     seed: int = 0,
     classifier: StageClassifier | None = None,
+    min_probability: float = 0.9,
 ) -> dict[str, Any]:
     """Onset recall, call precision and delay of the CNN and of the hand rule."""
     sp = Specimen(seed, SpecimenOptions(well_densities_per_mm2={"A1": density_per_mm2}))
@@ -49,7 +50,9 @@ def onset_scores(
     rng = np.random.default_rng(seed)
     clf = classifier or StageClassifier(device="cpu")
     callers: dict[str, Caller] = {"cnn": clf.predict, "rule": rule_stage}
-    calls: dict[str, list[set[int]]] = {k: [] for k in callers}
+    # the CNN also with a stricter call: P(mitotic) >= min_probability
+    strict = f"cnn_p{min_probability:g}"
+    calls: dict[str, list[set[int]]] = {k: [] for k in [*callers, strict]}
     true_mitotic: list[set[int]] = []
     times: list[float] = []
     present: list[set[int]] = []
@@ -78,6 +81,8 @@ def onset_scores(
         for name, call in callers.items():
             res = call(img, lab)
             calls[name].append({i for i, (stage, _) in res.items() if stage in MITOTIC})
+        p_mit = clf.mitotic_probability(img, lab)
+        calls[strict].append({i for i, p in p_mit.items() if p >= min_probability})
     t_arr = np.array(times)
     records = [
         r for r in sp.mitoses()
@@ -88,7 +93,7 @@ def onset_scores(
         "hours": hours, "interval_s": interval_s, "k_frames": k_frames, "frames": n,
         "mitoses": len(records), "field_px": size, "objective": "10x", "seed": seed,
     }  # fmt: skip
-    for name in callers:
+    for name in calls:
         caught, delays = 0, []
         for r in records:
             f0 = int(np.searchsorted(t_arr, r.onset_s))
