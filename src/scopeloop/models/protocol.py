@@ -134,7 +134,7 @@ class AnalysisSpec(_Model):
     """Real-time analysis of every time-lapse frame."""
 
     enabled: bool = Field(True, description="False: acquire only (fixed plans).")
-    segmenter: str = Field("classical", min_length=1, description="'classical', 'unet', ...")
+    segmenter: str = Field("unet", min_length=1, description="'unet', 'classical', ...")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.")
     channel: str | None = Field(
         None, description="Channel preset analysed (the nuclear marker); None: the first."
