@@ -32,8 +32,8 @@ def _require(module: str, extra: str, what: str) -> Any:
 
 
 def _relabel(lab: NDArray[Any]) -> NDArray[np.int32]:
-    out, _, _ = relabel_sequential(np.asarray(lab).astype(np.int64))
-    return out.astype(np.int32)
+    out, _, _ = relabel_sequential(np.asarray(lab).astype(np.int64))  # type: ignore[no-untyped-call]
+    return out.astype(np.int32)  # type: ignore[no-any-return]
 
 
 class CellposeSegmenter:

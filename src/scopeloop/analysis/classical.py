@@ -24,7 +24,7 @@ __all__ = ["ClassicalSegmenter", "segment_classical"]
 def _normalise(frame: NDArray[Any]) -> NDArray[np.float32]:
     img = frame.astype(np.float32, copy=False)
     lo, hi = np.percentile(img[::2, ::2], (1.0, 99.8))
-    return ((img - lo) / max(float(hi - lo), 1e-6)).astype(np.float32)
+    return ((img - lo) / max(float(hi - lo), 1e-6)).astype(np.float32)  # type: ignore[no-any-return]
 
 
 def segment_classical(
@@ -48,22 +48,22 @@ def segment_classical(
         Depth (in pixels of distance) a distance maximum must have to seed its
         own object; larger merges more, smaller splits more.
     """
-    img = filters.gaussian(_normalise(frame), sigma=smooth_sigma_px, preserve_range=True)
+    img = filters.gaussian(_normalise(frame), sigma=smooth_sigma_px, preserve_range=True)  # type: ignore[no-untyped-call]
     if float(img.max() - img.min()) < 1e-6:
         return np.zeros(frame.shape, np.int32)
-    mask = img > filters.threshold_otsu(img)
+    mask = img > filters.threshold_otsu(img)  # type: ignore[no-untyped-call]
     mask = ndimage.binary_fill_holes(mask)
     mask = morphology.remove_small_objects(mask, max_size=min_size_px - 1)
     if not mask.any():
         return np.zeros(frame.shape, np.int32)
     dist = ndimage.distance_transform_edt(mask)
     dist = ndimage.gaussian_filter(dist, 1.0)
-    markers, _ = ndimage.label(morphology.h_maxima(dist, h_px))
-    labels = segmentation.watershed(-dist, markers, mask=mask)
+    markers, _ = ndimage.label(morphology.h_maxima(dist, h_px))  # type: ignore[no-untyped-call]
+    labels = segmentation.watershed(-dist, markers, mask=mask)  # type: ignore[no-untyped-call]
     if labels.max() > 1:  # one label: already >= min size (mask step); skimage warns on it
         labels = morphology.remove_small_objects(labels, max_size=min_size_px - 1)
-    relabelled, _, _ = segmentation.relabel_sequential(labels)
-    return relabelled.astype(np.int32)
+    relabelled, _, _ = segmentation.relabel_sequential(labels)  # type: ignore[no-untyped-call]
+    return relabelled.astype(np.int32)  # type: ignore[no-any-return]
 
 
 class ClassicalSegmenter:

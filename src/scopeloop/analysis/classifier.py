@@ -99,8 +99,8 @@ def object_crops(image: NDArray[Any], labels: NDArray[np.integer]) -> Crops:
     bg = float(np.percentile(img[::2, ::2], 5))
     img = img - bg
     # ids may be large (plate-unique cell ids): measure on consecutive ids, report the originals
-    seq, _, inverse = relabel_sequential(lab.astype(np.int64))
-    props = regionprops(seq, intensity_image=img)
+    seq, _, inverse = relabel_sequential(lab.astype(np.int64))  # type: ignore[no-untyped-call]
+    props = regionprops(seq, intensity_image=img)  # type: ignore[no-untyped-call]
     k = len(props)
     if k == 0:
         z = np.zeros(0)
@@ -262,7 +262,7 @@ def train_classifier(
             logits = net(_augment(x_tr[j]).to(dev), s_tr[j].to(dev))
             loss = F.cross_entropy(logits, y_tr[j].to(dev))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
         sched.step()
         net.eval()

@@ -52,7 +52,7 @@ def unet_targets(labels: NDArray[np.integer]) -> tuple[NDArray[np.float32], NDAr
     if not fg.any():
         z = np.zeros(lab.shape, np.float32)
         return z, z
-    inner = fg & ~find_boundaries(lab, mode="inner")
+    inner = fg & ~find_boundaries(lab, mode="inner")  # type: ignore[no-untyped-call]
     dist = ndimage.distance_transform_edt(inner) + inner  # 1 px at the first inner pixel
     n = int(lab.max())
     peak = np.asarray(ndimage.maximum(dist, lab, index=np.arange(n + 1)), np.float64)
@@ -208,7 +208,7 @@ def train_unet(
         frac = min(frac, 1.0)
         if frac < 0.05:
             return lr * max(frac / 0.05, 0.05)
-        return lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * (frac - 0.05) / 0.95)))
+        return lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * (frac - 0.05) / 0.95)))  # type: ignore[no-any-return]
 
     tr = _prepare(train)
     va = _prepare(val) if val else tr[: max(1, len(tr) // 10)]
@@ -229,7 +229,7 @@ def train_unet(
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(dev)
         loss = _loss(net(x[:, :1]), x[:, 1:])
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         for group in opt.param_groups:
             group["lr"] = lr_at(step, time.perf_counter() - t0)
         opt.step()

@@ -248,6 +248,7 @@ class UNetSegmenter:
     ) -> None:
         self.device = select_device(device)
         self._dev = torch.device(self.device)
+        meta: dict[str, Any]
         if model is not None:
             net, meta = model, {}
         else:
@@ -257,7 +258,7 @@ class UNetSegmenter:
         self.channels_last = self._dev.type == "cuda"
         net = net.to(self._dev).eval()
         if self.channels_last:
-            net = net.to(memory_format=torch.channels_last)
+            net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if self.half:
             net = net.half()
         self.model = net

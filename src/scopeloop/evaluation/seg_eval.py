@@ -129,6 +129,8 @@ def evaluate_segmenters_cli(
     else:
         data = load_sets(names, n, user_dir)
     console = Console()
+    if not console.is_terminal:  # piped to a file: do not squeeze the table to 80 columns
+        console = Console(width=150)
     results = evaluate_segmenters(segmenters, data, device)
     table = Table(title="Segmentation scores (pooled over images; AP = TP/(TP+FP+FN))")
     for col in ("segmenter", "set", "images", "objects"):
