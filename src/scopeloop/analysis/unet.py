@@ -262,10 +262,13 @@ class UNetSegmenter:
         self.device = select_device(device)
         self._dev = torch.device(self.device)
         meta: dict[str, Any]
+        #: the weights file in use (None for an in-memory model); run provenance hashes it
+        self.weights_path: Path | None = None
         if model is not None:
             net, meta = model, {}
         else:
             net, meta = load_unet(weights)
+            self.weights_path = Path(weights) if weights is not None else default_weights_path()
         self.meta = meta
         self.half = (self._dev.type == "cuda") if half is None else half
         self.channels_last = self._dev.type == "cuda"

@@ -12,6 +12,10 @@ mitotic stage. Scored against the specimen's ground truth:
   call of a nucleus after a non-mitotic frame), the fraction made while the
   nucleus really was in mitosis (prophase to telophase);
 - the median delay from onset to the first call, in frames.
+
+Each caller is also scored with persistence (``*_2frames``: a nucleus counts
+as mitotic only when called so in two consecutive frames), as a detector would
+use it to suppress one-frame flickers.
 """
 
 from __future__ import annotations
@@ -83,6 +87,12 @@ def onset_scores(
             calls[name].append({i for i, (stage, _) in res.items() if stage in MITOTIC})
         p_mit = clf.mitotic_probability(img, lab)
         calls[strict].append({i for i, p in p_mit.items() if p >= min_probability})
+    # persistence, as a detector would use it: mitotic in two consecutive frames
+    for name in list(calls):
+        seq = calls[name]
+        calls[f"{name}_2frames"] = [seq[0] & set()] + [
+            seq[f] & seq[f - 1] for f in range(1, len(seq))
+        ]
     t_arr = np.array(times)
     records = [
         r for r in sp.mitoses()
