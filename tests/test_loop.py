@@ -60,8 +60,8 @@ def _check_readable(run_dir: Path) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     ("name", "duration_s", "time_scale"),
     [
-        ("mitosis_burst", 2700, 1500),
-        ("hit_reimage", 2400, 1500),
+        ("mitosis_burst", 1800, 600),
+        ("hit_reimage", 2400, 600),
         ("follow_cell", 1500, 1000),
         ("plate_triage", 3600, 300),
     ],
@@ -120,12 +120,22 @@ def _frames_of(run_dir: Path, position: str, kind: str = "timelapse") -> list[di
     ]
 
 
+def _busy_wells() -> Protocol:
+    # four dense wells: mitoses early and often, and analysis keeps up in a short test
+    dens = {"B2": 150.0, "B3": 150.0, "B4": 150.0, "B5": 150.0}
+    return _proto(
+        "mitosis_burst",
+        **{
+            "acquisition.wells": list(dens),
+            "simulation.specimen": {"well_densities_per_mm2": dens},
+        },
+    )
+
+
 def test_burst_decision_brings_frames_at_the_burst_interval(
     sim_core: CMMCorePlus, tmp_path: Path
 ) -> None:
-    s = run_protocol(
-        PROTOCOLS / "mitosis_burst.yaml", sim_core, tmp_path / "r", duration_s=4500, time_scale=500
-    )
+    s = run_protocol(_busy_wells(), sim_core, tmp_path / "r", duration_s=4500, time_scale=500)
     bursts = [
         d
         for d in read_decisions(tmp_path / "r")
@@ -150,7 +160,7 @@ def test_reimage_moves_stage_objective_and_takes_the_zstack(
     sim_core: CMMCorePlus, tmp_path: Path
 ) -> None:
     run_protocol(
-        PROTOCOLS / "hit_reimage.yaml", sim_core, tmp_path / "r", duration_s=3600, time_scale=800
+        PROTOCOLS / "hit_reimage.yaml", sim_core, tmp_path / "r", duration_s=3600, time_scale=600
     )
     hits = [
         d
@@ -200,6 +210,7 @@ def test_slow_analysis_does_not_slow_acquisition(sim_core: CMMCorePlus, tmp_path
         tmp_path / "r",
         duration_s=5400,
         time_scale=scale,
+        policies=False,  # a fixed plan: every frame's due time is known in advance
         segmenter=SlowSegmenter(1.0),
     )
     assert s.frames_written == 4 * 6  # every planned frame, in time
@@ -217,7 +228,9 @@ def test_slow_analysis_does_not_slow_acquisition(sim_core: CMMCorePlus, tmp_path
 def test_out_of_limits_decision_is_refused_and_logged(
     sim_core: CMMCorePlus, tmp_path: Path
 ) -> None:
-    proto = _proto("mitosis_burst", **{"limits.max_concurrent_bursts": 0})
+    proto = _busy_wells().model_copy(
+        update={"limits": _busy_wells().limits.model_copy(update={"max_concurrent_bursts": 0})}
+    )
     s = run_protocol(proto, sim_core, tmp_path / "r", duration_s=4500, time_scale=500)
     refused = [d for d in read_decisions(tmp_path / "r") if d.get("accepted") is False]
     assert refused and s.refused == len(refused)
@@ -232,7 +245,7 @@ def test_out_of_limits_decision_is_refused_and_logged(
 
 def test_light_budget_is_never_exceeded(sim_core: CMMCorePlus, tmp_path: Path) -> None:
     proto = _proto("mitosis_burst", **{"limits.light_budget_s": 0.5})
-    s = run_protocol(proto, sim_core, tmp_path / "r", duration_s=43200, time_scale=3000)
+    s = run_protocol(proto, sim_core, tmp_path / "r", duration_s=43200, time_scale=500)
     assert s.stop_reason == "light budget exhausted"
     frames = [j for j in read_journal(tmp_path / "r") if j["status"] == "written"]
     used = sum(f["exposure_ms"] for f in frames) / 1000
@@ -294,7 +307,7 @@ def test_camera_fault_is_journaled_as_a_gap_and_the_run_goes_on(
     sim_core: CMMCorePlus, tmp_path: Path
 ) -> None:
     ctrl = RunController(
-        _four_wells().with_overrides(duration_s=2700, time_scale=1500), sim_core, tmp_path / "r"
+        _four_wells().with_overrides(duration_s=2700, time_scale=600), sim_core, tmp_path / "r"
     )
     armed: list[bool] = []
 
@@ -319,7 +332,7 @@ def test_frames_from_a_stalled_stage_are_flagged_and_not_analysed(
     sim_core: CMMCorePlus, tmp_path: Path
 ) -> None:
     ctrl = RunController(
-        _four_wells().with_overrides(duration_s=2700, time_scale=1500), sim_core, tmp_path / "r"
+        _four_wells().with_overrides(duration_s=2700, time_scale=600), sim_core, tmp_path / "r"
     )
     armed: list[bool] = []
 
@@ -342,7 +355,7 @@ def test_pause_holds_acquisition_and_resume_continues(
     sim_core: CMMCorePlus, tmp_path: Path
 ) -> None:
     ctrl = RunController(
-        _four_wells().with_overrides(duration_s=2700, time_scale=1500), sim_core, tmp_path / "r"
+        _four_wells().with_overrides(duration_s=2700, time_scale=600), sim_core, tmp_path / "r"
     )
     states: list[str] = []
     ctrl.signals.stateChanged.connect(states.append)
