@@ -159,9 +159,15 @@ def test_burst_decision_brings_frames_at_the_burst_interval(
 def test_reimage_moves_stage_objective_and_takes_the_zstack(
     sim_core: CMMCorePlus, tmp_path: Path
 ) -> None:
-    run_protocol(
-        PROTOCOLS / "hit_reimage.yaml", sim_core, tmp_path / "r", duration_s=3600, time_scale=600
+    dens = {"B2": 150.0, "B3": 150.0, "B4": 150.0, "B5": 150.0}
+    proto = _proto(
+        "hit_reimage",
+        **{
+            "acquisition.wells": list(dens),
+            "simulation.specimen": {"well_densities_per_mm2": dens},
+        },
     )
+    run_protocol(proto, sim_core, tmp_path / "r", duration_s=3600, time_scale=600)
     hits = [
         d
         for d in read_decisions(tmp_path / "r")
