@@ -281,8 +281,12 @@ class Specimen:
 
     def _get_tile(self, key: tuple[int, int]) -> _Tile | None:
         tile = self._tiles.get(key)
-        if tile is not None or key in self._tiles:
+        if tile is not None:
+            if tile.t_s < self.t_s:
+                self._advance_tile(tile, self.t_s)
             return tile
+        if key in self._tiles:
+            return None
         s = self.options.tile_um
         tx, ty = (key[0] + 0.5) * s, (key[1] + 0.5) * s
         d = np.hypot(self._well_xy[:, 0] - tx, self._well_xy[:, 1] - ty)
@@ -367,14 +371,20 @@ class Specimen:
     # ------------------------------------------------------------------ time
 
     def advance_to(self, t_s: float) -> None:
-        """Run the biology of every existing tile up to specimen time ``t_s``."""
+        """Move the specimen to time ``t_s``.
+
+        Tiles catch up lazily, when something looks at them (or asks for ground
+        truth): a snap costs the biology of the tiles in view, not of the plate.
+        Keyed random numbers make the result the same either way.
+        """
         with self._lock:
-            if t_s <= self.t_s:
-                return
-            for tile in self._tiles.values():
-                if tile is not None:
-                    self._advance_tile(tile, t_s)
-            self.t_s = float(t_s)
+            if t_s > self.t_s:
+                self.t_s = float(t_s)
+
+    def _sync_all(self) -> None:
+        for tile in self._tiles.values():
+            if tile is not None and tile.t_s < self.t_s:
+                self._advance_tile(tile, self.t_s)
 
     def _advance_tile(self, tile: _Tile, t_s: float) -> None:
         dt = self.options.step_s
@@ -544,6 +554,7 @@ class Specimen:
     def mitoses(self) -> list[MitosisRecord]:
         """Every mitosis begun so far in any observed tile (ground truth)."""
         with self._lock:
+            self._sync_all()
             return sorted(self._mitoses, key=lambda r: (r.onset_s, r.cell_id))
 
     def ground_truth(self) -> dict[str, object]:
@@ -569,6 +580,7 @@ class Specimen:
     def all_cells(self) -> _Cells:
         """Every cell of every tile simulated so far (creates no new tiles)."""
         with self._lock:
+            self._sync_all()
             out = _Cells.empty()
             for tile in self._tiles.values():
                 if tile is not None:
@@ -634,6 +646,7 @@ class Specimen:
     ) -> Literal["interphase", "prophase", "metaphase", "anaphase", "telophase", "dying", "gone"]:
         """Current stage name of a cell (ground truth), 'gone' if it no longer exists."""
         with self._lock:
+            self._sync_all()
             for tile in self._tiles.values():
                 if tile is None:
                     continue
