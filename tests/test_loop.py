@@ -313,7 +313,9 @@ def test_camera_fault_is_journaled_as_a_gap_and_the_run_goes_on(
     sim_core: CMMCorePlus, tmp_path: Path
 ) -> None:
     ctrl = RunController(
-        _four_wells().with_overrides(duration_s=2700, time_scale=600), sim_core, tmp_path / "r"
+        _four_wells().with_overrides(policies=False, duration_s=2700, time_scale=600),
+        sim_core,
+        tmp_path / "r",
     )
     armed: list[bool] = []
 
@@ -338,7 +340,9 @@ def test_frames_from_a_stalled_stage_are_flagged_and_not_analysed(
     sim_core: CMMCorePlus, tmp_path: Path
 ) -> None:
     ctrl = RunController(
-        _four_wells().with_overrides(duration_s=2700, time_scale=600), sim_core, tmp_path / "r"
+        _four_wells().with_overrides(policies=False, duration_s=2700, time_scale=600),
+        sim_core,
+        tmp_path / "r",
     )
     armed: list[bool] = []
 
@@ -361,7 +365,9 @@ def test_pause_holds_acquisition_and_resume_continues(
     sim_core: CMMCorePlus, tmp_path: Path
 ) -> None:
     ctrl = RunController(
-        _four_wells().with_overrides(duration_s=2700, time_scale=600), sim_core, tmp_path / "r"
+        _four_wells().with_overrides(policies=False, duration_s=2700, time_scale=600),
+        sim_core,
+        tmp_path / "r",
     )
     states: list[str] = []
     ctrl.signals.stateChanged.connect(states.append)
