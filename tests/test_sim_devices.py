@@ -198,3 +198,10 @@ def test_fault_knobs_act_through_device_properties(sim_core: CMMCorePlus) -> Non
     core.setProperty("XYStage", "FaultDropMoves", 1)
     core.setXYPosition(500.0, 500.0)
     assert core.getXYPosition() != (500.0, 500.0)  # the stage stalled
+
+
+def test_stage_reaches_every_well_of_a_96_well_plate(sim_core: CMMCorePlus) -> None:
+    plan = useq.WellPlatePlan(plate="96-well", a1_center_xy=(0, 0))
+    for well in (plan.all_well_positions[0], plan.all_well_positions[-1]):  # A1 and H12
+        sim_core.setXYPosition(well.x, well.y)
+        assert sim_core.getXYPosition() == pytest.approx((well.x, well.y))

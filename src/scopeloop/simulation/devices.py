@@ -41,7 +41,9 @@ __all__ = [
 ]
 
 SENSOR_SHAPE = (512, 512)
-XY_TRAVEL_UM = (-20_000.0, 130_000.0)  # covers an SBS plate with A1 at the origin
+# Covers an SBS plate with well A1 at the origin: columns run to +x, rows to -y.
+X_TRAVEL_UM = (-20_000.0, 130_000.0)
+Y_TRAVEL_UM = (-100_000.0, 20_000.0)
 Z_TRAVEL_UM = (-500.0, 500.0)
 
 
@@ -183,11 +185,11 @@ class SimXYStage(_WorldDevice, XYStageDevice):
     """Motorised XY stage (micrometres, SBS plate travel)."""
 
     def set_position_um(self, x: float, y: float) -> None:
-        lo, hi = XY_TRAVEL_UM
-        if not (lo <= x <= hi and lo <= y <= hi):
+        (x0, x1), (y0, y1) = X_TRAVEL_UM, Y_TRAVEL_UM
+        if not (x0 <= x <= x1 and y0 <= y <= y1):
             raise ValueError(
                 f"XYStage target ({x:.1f}, {y:.1f}) um is outside the travel range "
-                f"{lo:.0f}..{hi:.0f} um"
+                f"x {x0:.0f}..{x1:.0f} um, y {y0:.0f}..{y1:.0f} um"
             )
         world = self.world
         world.faults.check_move()
