@@ -241,9 +241,10 @@ def test_evaluate_scores_a_real_run_against_both_fixed_plans(tmp_path: Path) -> 
     ev = json.loads((run / "evaluation.json").read_text())
     plans = {q["name"]: q for q in ev["plans"]}
     slow, fast, adaptive = plans["fixed slow"], plans["fixed fast"], plans["adaptive"]
-    # The fixed plans image 2 wells for 3 h at 15 min and 2.5 min, 30 ms per frame.
-    assert slow["frames"] == pytest.approx(2 * 3 * 4, abs=2)
-    assert fast["frames"] == pytest.approx(2 * 3 * 24, abs=4)
+    # The fixed plans image 2 wells for 3 h at the baseline and at the burst interval.
+    burst_s = p.policies[0].burst_interval_s  # type: ignore[union-attr]
+    assert slow["frames"] == pytest.approx(2 * 3 * 3600 / p.acquisition.interval_s, abs=2)
+    assert fast["frames"] == pytest.approx(2 * 3 * 3600 / burst_s, abs=4)
     assert fast["illumination_s"] == pytest.approx(fast["frames"] * 0.030)
     # (the live run may lose a few baseline frames on a loaded machine: no lower bound)
     assert slow["illumination_s"] < fast["illumination_s"]
