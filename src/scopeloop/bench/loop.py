@@ -47,7 +47,7 @@ def run(quick: bool = False, device: str = "auto") -> dict[str, Any]:
             update={"analysis": protocol.analysis.model_copy(update={"device": device})}
         )
     duration_s = 3600.0 if quick else 3 * 3600.0
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, on in (("fixed plan, no analysis", False), ("adaptive, analysis on", True)):
             s = run_protocol(
