@@ -1,1 +1,4 @@
-"""Command-line interface (top layer): ``scopeloop run | validate | evaluate | train | bench | report``."""
+"""Command-line interface (top layer).
+
+``scopeloop run | validate | evaluate | train | bench | report``.
+"""
