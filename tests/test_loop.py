@@ -310,22 +310,35 @@ def _four_wells() -> Protocol:
     return _proto("mitosis_burst", **{"acquisition.wells": ["B2", "B3", "B4", "B5"]})
 
 
-def test_camera_fault_is_journaled_as_a_gap_and_the_run_goes_on(
-    sim_core: CMMCorePlus, tmp_path: Path
-) -> None:
-    ctrl = RunController(
+def _fixed_plan_controller(core: CMMCorePlus, run_dir: Path) -> RunController:
+    # four wells, three time points each, no decisions: frame counts are exact
+    return RunController(
         _four_wells().with_overrides(policies=False, duration_s=2700, time_scale=600),
-        sim_core,
-        tmp_path / "r",
+        core,
+        run_dir,
     )
+
+
+def _arm_fault_after_first_frame(
+    ctrl: RunController, core: CMMCorePlus, device: str, prop: str, value: int
+) -> None:
+    """Set a simulated device's fault knob once the first frame is stored."""
     armed: list[bool] = []
 
     def on_frame(info: Any) -> None:
-        if not armed:  # the 2nd snap from now fails, as a flaky camera would
+        if not armed:
             armed.append(True)
-            sim_core.setProperty("Camera", "FaultOnSnap", 2)
+            core.setProperty(device, prop, value)
 
     ctrl.signals.frameStored.connect(on_frame)
+
+
+def test_camera_fault_is_journaled_as_a_gap_and_the_run_goes_on(
+    sim_core: CMMCorePlus, tmp_path: Path
+) -> None:
+    ctrl = _fixed_plan_controller(sim_core, tmp_path / "r")
+    # the 2nd snap from now fails, as a flaky camera would
+    _arm_fault_after_first_frame(ctrl, sim_core, "Camera", "FaultOnSnap", 2)
     s = ctrl.run()
     assert s.stop_reason == "duration reached"
     assert s.frames_missing == 1 and s.frames_written == 4 * 3 - 1
@@ -340,19 +353,9 @@ def test_camera_fault_is_journaled_as_a_gap_and_the_run_goes_on(
 def test_frames_from_a_stalled_stage_are_flagged_and_not_analysed(
     sim_core: CMMCorePlus, tmp_path: Path
 ) -> None:
-    ctrl = RunController(
-        _four_wells().with_overrides(policies=False, duration_s=2700, time_scale=600),
-        sim_core,
-        tmp_path / "r",
-    )
-    armed: list[bool] = []
-
-    def on_frame(info: Any) -> None:
-        if not armed:  # the stage silently stops moving (stays at B2)
-            armed.append(True)
-            sim_core.setProperty("XYStage", "FaultDropMoves", 1)
-
-    ctrl.signals.frameStored.connect(on_frame)
+    ctrl = _fixed_plan_controller(sim_core, tmp_path / "r")
+    # the stage silently stops moving (stays at B2)
+    _arm_fault_after_first_frame(ctrl, sim_core, "XYStage", "FaultDropMoves", 1)
     s = ctrl.run()
     frames = [j for j in read_journal(tmp_path / "r") if j["status"] == "written"]
     flagged = [f for f in frames if f.get("misplaced")]
@@ -365,11 +368,7 @@ def test_frames_from_a_stalled_stage_are_flagged_and_not_analysed(
 def test_pause_holds_acquisition_and_resume_continues(
     sim_core: CMMCorePlus, tmp_path: Path
 ) -> None:
-    ctrl = RunController(
-        _four_wells().with_overrides(policies=False, duration_s=2700, time_scale=600),
-        sim_core,
-        tmp_path / "r",
-    )
+    ctrl = _fixed_plan_controller(sim_core, tmp_path / "r")
     states: list[str] = []
     ctrl.signals.stateChanged.connect(states.append)
 

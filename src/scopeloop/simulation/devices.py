@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -138,8 +139,6 @@ class SimCamera(_WorldDevice, SimpleCameraDevice):
 
     @read_noise.setter
     def read_noise(self, value: float) -> None:
-        from dataclasses import replace
-
         self.world.camera = replace(self.world.camera, read_noise_e=float(value))
 
     @pymm_property(name="Offset", limits=(0.0, 1000.0))
@@ -148,8 +147,6 @@ class SimCamera(_WorldDevice, SimpleCameraDevice):
 
     @offset.setter
     def offset(self, value: float) -> None:
-        from dataclasses import replace
-
         self.world.camera = replace(self.world.camera, offset_adu=float(value))
 
     # Fault injection, through the device's own properties (as a flaky camera would

@@ -96,7 +96,7 @@ def field_bounds(
 
 
 def _geometry(
-    c: _Cells, t_s: float, prophase_s: float, telophase_s: float, dying_s: float
+    c: _Cells, prophase_s: float, telophase_s: float, dying_s: float
 ) -> tuple[NDArray[np.float64], ...]:
     """Per-cell (semi_major_um, semi_minor_um, angle, content, texture, irregularity)."""
     stage = c.stage
@@ -171,7 +171,7 @@ def _nuclei(
     c = specimen.cells_in(x0, y0, x1, y1, margin_um=25.0)
     o = specimen.options
     a, b, angle, content, texture, irregular = _geometry(
-        c, specimen.t_s, o.prophase_min * 60, o.telophase_min * 60, o.dying_min * 60
+        c, o.prophase_min * 60, o.telophase_min * 60, o.dying_min * 60
     )
     r0 = o.nucleus_radius_um
     # emitter density: content spread over the nucleus' area (condensed = brighter)

@@ -517,7 +517,6 @@ class Specimen:
         d.stage_t[:] = 0.0
         d.progress[:] = 0.0
         d.fluor *= rng.uniform(0.9, 1.1, 2)
-        d.dose = d.dose.copy()
         d.cycle_s = self.options.cycle_h * 3600 * np.exp(rng.normal(0, self.options.cycle_cv, 2))
         d.shape_seed = rng.integers(0, 2**31, 2)
         d.abnormal = rng.random(2) < self.options.abnormal_fraction * 0.5

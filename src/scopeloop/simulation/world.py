@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..clock import Clock
-from .render import CHANNELS, OBJECTIVES, CameraSpec, field_bounds, render_frame
+from .render import CHANNELS, OBJECTIVES, CameraSpec, render_frame
 from .specimen import Specimen, SpecimenOptions
 
 if TYPE_CHECKING:
@@ -94,11 +94,6 @@ class SimWorld:
             self._rng = np.random.default_rng([self.seed, 0xCA11])
             self.clock.reset(0.0, time_scale, fast_forward)
 
-    @property
-    def pixel_size_um(self) -> float:
-        """Pixel size at binning 1 for the current objective."""
-        return OBJECTIVES[self.objective].pixel_size_um
-
     def snap(
         self, shape_yx: tuple[int, int], binning: int, exposure_ms: float, bit_depth: int
     ) -> tuple[NDArray[np.uint16], dict[str, Any]]:
@@ -136,10 +131,6 @@ class SimWorld:
                 "ShutterOpen": str(int(self.shutter_open)),
             }
             return img, meta
-
-    def field_bounds(self, shape_yx: tuple[int, int], binning: int) -> tuple[float, ...]:
-        px = OBJECTIVES[self.objective].pixel_size_um * binning
-        return field_bounds(*self.xy_um, shape_yx, px)
 
 
 # one world per core, keyed by the core's signal group (devices see only that)
