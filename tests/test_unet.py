@@ -54,6 +54,19 @@ def test_extraction_is_per_frame_and_drops_small_objects() -> None:
     assert int((lab[0] == 1).sum()) == 64 and int((lab[1] == 1).sum()) == 100
 
 
+def test_foreground_without_a_seed_is_kept_as_its_own_object() -> None:
+    # a nucleus cut by the frame edge: foreground, but its centre lies outside the frame
+    fg = torch.zeros(1, 32, 32)
+    centre = torch.zeros(1, 32, 32)
+    fg[0, 10:20, 10:20] = 1
+    centre[0, 14:16, 14:16] = 1
+    fg[0, 0:4, 24:32] = 1  # 32 px sliver, no seed
+    lab = extract_instances(fg, centre, min_size_px=12)[0]
+    assert lab.max() == 2
+    assert set(lab[0:4, 24:32].unique().tolist()) == {int(lab[2, 28])} != {int(lab[15, 15])}
+    assert int((lab == lab[2, 28]).sum()) == 32
+
+
 def test_normalisation_ignores_gain_offset_and_dtype() -> None:
     rng = np.random.default_rng(0)
     img = rng.gamma(2.0, 100.0, (64, 64)).astype(np.float32)

@@ -190,8 +190,13 @@ def extract_instances(
     labels = _connected_components(fg & (c > seed_threshold), max_iter)
     for t in torch.linspace(seed_threshold, 0.0, levels + 1)[1:].tolist():
         labels = _grow(labels, fg & (c > t) if t > 0 else fg, max_iter)
+    # foreground no seed reached (nuclei cut by the frame edge, faint specks): their own
+    # objects, with ids above every seeded one
+    rest = fg & (labels == 0)
+    orphans = _connected_components(rest, max_iter)
+    labels = torch.where(rest, orphans + float(h * w), labels)
     # consecutive ids per frame, small objects dropped, in one unique over the batch
-    hw1 = h * w + 1
+    hw1 = 2 * h * w + 1
     key = labels.view(n, -1).long() + torch.arange(n, device=labels.device).view(n, 1) * hw1
     uniq, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
     keep = ((uniq % hw1) != 0) & (counts >= min_size_px)

@@ -66,6 +66,9 @@ def train(
         None, help="Peak learning rate (default 2e-3, 5e-4 fine-tuning)."
     ),
     patience: int = typer.Option(6, help="Validations without improvement before stopping."),
+    eval_every: int | None = typer.Option(
+        None, help="Validate every this many steps (default: steps / 10, at most 100)."
+    ),
     seed: int = typer.Option(0, help="Random seed (data, split, initialisation)."),
     threads: int = typer.Option(2, help="CPU threads for torch."),
     device: str = typer.Option("cpu", help="Torch device to train on (cpu, cuda, mps, auto)."),
@@ -92,7 +95,8 @@ def train(
             {
                 "out": out, "data": data, "what": what, "init": init, "n_images": n_images,
                 "size": size, "steps": steps, "minutes": minutes, "batch": batch, "crop": crop,
-                "lr": lr, "patience": patience, "seed": seed, "threads": threads,
+                "lr": lr, "patience": patience, "eval_every": eval_every, "seed": seed,
+                "threads": threads,
                 "device": device,
             }
         )  # fmt: skip
@@ -100,7 +104,7 @@ def train(
         if what in {"unet", "all"}:
             _train_unet(
                 out, data, init, n_images, size, steps, minutes, batch, crop, lr, patience,
-                seed, dev, common,
+                eval_every, seed, dev, common,
             )  # fmt: skip
         if what in {"classifier", "all"}:
             if data is not None:
@@ -120,15 +124,23 @@ def _train_unet(
     crop: int,
     lr: float | None,
     patience: int,
+    eval_every: int | None,
     seed: int,
     device: str,
     common: dict[str, Any],
 ) -> None:
     from scopeloop.analysis.metrics import aggregate, score_image
-    from scopeloop.analysis.training import load_folder, save_unet, split_pairs, train_unet
+    from scopeloop.analysis.training import (
+        load_folder,
+        save_unet,
+        split_pairs,
+        train_unet,
+        tune_thresholds,
+    )
     from scopeloop.analysis.unet import UNetSegmenter, load_unet
 
     model = None
+    init_meta: dict[str, Any] | None = None
     recipe: dict[str, Any]
     if data is not None:
         pairs = load_folder(data)
@@ -137,7 +149,7 @@ def _train_unet(
         train_p, val_p, test_p = split_pairs(pairs, 0.15, 0.15, seed)
         if not val_p:
             val_p = train_p[:1]
-        model, _ = load_unet(init)  # None -> shipped weights
+        model, init_meta = load_unet(init)  # None -> shipped weights
         recipe = {"source": "folder", "folder": str(data), "n_pairs": len(pairs)}
         peak_lr = lr if lr is not None else 5e-4
     else:
@@ -155,7 +167,7 @@ def _train_unet(
             f"(train {len(train_p)}, validation {len(val_p)}, test {len(test_p)})"
         )
         if init is not None:
-            model, _ = load_unet(init)
+            model, init_meta = load_unet(init)
         recipe = {
             "source": "synthetic", "generator": "scopeloop.simulation.synthetic.make_sample",
             "seeds": f"{seed} * 1000003 + 100000 + [0, {n_images})", "size_px": size,
@@ -171,10 +183,19 @@ def _train_unet(
 
     res = train_unet(
         train_p, val_p, model=model, steps=steps, batch_size=batch, crop=crop, lr=peak_lr,
-        eval_every=max(10, min(100, steps // 10)), patience=patience, max_seconds=minutes * 60,
-        seed=seed, device=device, progress=progress,
+        eval_every=eval_every or max(10, min(100, steps // 10)), patience=patience,
+        max_seconds=minutes * 60, seed=seed, device=device, progress=progress,
     )  # fmt: skip
-    seg = UNetSegmenter(device=device, model=res.model)
+    # extraction thresholds chosen on the validation images, then fixed for the test split
+    tuned = tune_thresholds(res.model, val_p, device=device)
+    typer.echo(
+        f"unet: thresholds fg {tuned['fg_threshold']}, seed {tuned['seed_threshold']} "
+        f"(validation AP@0.5 {tuned['ap50']:.3f})"
+    )
+    seg = UNetSegmenter(
+        device=device, model=res.model, fg_threshold=tuned["fg_threshold"],
+        seed_threshold=tuned["seed_threshold"], min_size_px=tuned["min_size_px"],
+    )  # fmt: skip
     scores = [score_image(lab, seg.segment(img)) for img, lab in test_p]
     test = aggregate(scores) if scores else {}
     meta = {
@@ -188,8 +209,12 @@ def _train_unet(
             "device": device, "augmentations": "flips, rot90, gamma, gain/offset, gaussian noise",
         },
         "test_split_scores": {"ap": test.get("ap"), "f1": test.get("f1")},
-        "fg_threshold": 0.5, "seed_threshold": 0.55, "min_size_px": 12,
+        "fg_threshold": tuned["fg_threshold"], "seed_threshold": tuned["seed_threshold"],
+        "min_size_px": tuned["min_size_px"], "threshold_tuning": tuned,
     }  # fmt: skip
+    if init_meta:
+        # the run this one started from, so the whole chain can be reproduced
+        meta["init_from"] = {k: v for k, v in init_meta.items() if k != "channels"}
     path = save_unet(res.model, out / "unet.pt", meta)
     (out / "unet.json").write_text(json.dumps(meta, indent=2))
     ap50 = (test.get("ap") or {}).get("0.5")

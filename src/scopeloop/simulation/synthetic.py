@@ -8,8 +8,10 @@ here is not a specialist of it: nucleus size (pixel size), density from sparse
 to crowded touching clusters, outline irregularity, chromatin texture,
 dim and bright nuclei in one image, background, uneven illumination,
 out-of-focus haze from nuclei in other planes, defocus, bleaching, noise
-level, uint8 and uint16 outputs, and mitotic figures (condensed prophase
-nuclei, metaphase bars, anaphase pairs) with their stage.
+level, uint8 and uint16 outputs, mitotic figures (condensed prophase
+nuclei, metaphase bars, anaphase pairs) with their stage, and the look-alikes
+a stage classifier must not call mitotic (large bright late-G2 nuclei,
+shrunken ragged apoptotic ones).
 
 Named test sets of fixed difficulty (``sparse``, ``crowded``, ``low_signal``,
 ``defocused``) come from fixed seeds so scores are comparable between runs.
@@ -52,24 +54,26 @@ class Recipe:
     """
 
     radius_px: tuple[float, float] = (4.0, 22.0)
-    coverage: tuple[float, float] = (0.01, 0.45)
+    coverage: tuple[float, float] = (0.01, 0.6)
     clustering: tuple[float, float] = (0.0, 1.0)
-    spacing: tuple[float, float] = (0.82, 1.15)
+    spacing: tuple[float, float] = (0.78, 1.15)
     aspect: tuple[float, float] = (1.0, 1.8)
     irregularity: tuple[float, float] = (0.0, 0.45)
     texture: tuple[float, float] = (0.0, 0.5)
     brightness_spread: tuple[float, float] = (0.1, 0.7)
-    photons: tuple[float, float] = (8.0, 2000.0)
-    background: tuple[float, float] = (0.0, 0.4)
-    haze: tuple[float, float] = (0.0, 0.5)
+    photons: tuple[float, float] = (5.0, 2000.0)
+    background: tuple[float, float] = (0.0, 0.5)
+    haze: tuple[float, float] = (0.0, 0.6)
     vignetting: tuple[float, float] = (0.0, 0.6)
-    defocus_px: tuple[float, float] = (0.0, 2.5)
+    defocus_px: tuple[float, float] = (0.0, 4.0)
     mitotic_fraction: tuple[float, float] = (0.0, 0.25)
+    g2_fraction: tuple[float, float] = (0.0, 0.3)
+    dying_fraction: tuple[float, float] = (0.0, 0.08)
     uint8_probability: float = 0.35
     empty_probability: float = 0.03
 
 
-#: the wide training distribution
+#: the wide training distribution; it contains every named test set's ranges
 TRAIN_RECIPE = Recipe()
 
 #: named test sets: (recipe, base seed)
@@ -249,6 +253,22 @@ def make_sample(
     stage = np.zeros(n, np.int64)
     mitotic = rng.random(n) < _u(rng, recipe.mitotic_fraction)
     stage[mitotic] = rng.integers(1, 4, int(mitotic.sum()))
+    # late-G2 interphase nuclei: replicated DNA makes them bright and large, but their
+    # chromatin is not condensed. Without them, "bright" alone would mean prophase.
+    g2 = ~mitotic & (rng.random(n) < _u(rng, recipe.g2_fraction))
+    grow = rng.uniform(1.1, 1.26, int(g2.sum()))  # up to twice the volume
+    a[g2] *= grow
+    b[g2] *= grow
+    bright[g2] *= 2.0 / grow**2 * rng.uniform(0.9, 1.1, int(g2.sum()))  # 2x DNA over the area
+    # apoptotic (pyknotic) nuclei: shrunken, ragged, blotchy; not mitotic either
+    dying = ~mitotic & ~g2 & (rng.random(n) < _u(rng, recipe.dying_fraction))
+    k = int(dying.sum())
+    shrink = rng.uniform(0.5, 0.9, k)
+    a[dying] *= shrink
+    b[dying] *= shrink * rng.uniform(0.8, 1.0, k)
+    bright[dying] *= rng.uniform(0.8, 1.8, k)
+    texture[dying] = rng.uniform(0.5, 1.0, k)
+    irr[dying] = rng.uniform(0.3, 0.7, k)
     # prophase: condensed, rounder, smaller, brighter, coarse texture
     pro = stage == 1
     a[pro] = b[pro] = r[pro] * rng.uniform(0.7, 0.85, int(pro.sum()))
