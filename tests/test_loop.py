@@ -96,13 +96,22 @@ def test_shipped_protocol_runs_end_to_end(
                 f for f in _frames_of(tmp_path / "run", d["position"]) if f["planned_s"] > d["t_s"]
             ][:1]
             for f in nxt:
-                later = [
+                # the newest move made before the event was built: at least up to its
+                # planned time, and up to its acquisition when the scheduler ran late
+                made = [
+                    m["action"]
+                    for m in moves
+                    if m["position"] == d["position"] and d["t_s"] <= m["t_s"] <= f["t_s"]
+                ]
+                before_plan = [
                     m
                     for m in moves
                     if m["position"] == d["position"] and d["t_s"] <= m["t_s"] < f["planned_s"]
                 ]
-                a = later[-1]["action"]
-                assert (f["x_um"], f["y_um"]) == pytest.approx((a["x_um"], a["y_um"]))
+                allowed = made[len(before_plan) - 1 :]
+                assert any(
+                    (f["x_um"], f["y_um"]) == pytest.approx((a["x_um"], a["y_um"])) for a in allowed
+                ), (f, allowed)
     if name == "plate_triage":  # a skipped well gets no more light
         skips = [d for d in decisions if d["action"]["type"] == "skip"]
         assert skips and s.skipped_positions == len(skips)
