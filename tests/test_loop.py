@@ -99,16 +99,12 @@ def test_shipped_protocol_runs_end_to_end(
                 # the newest move made before the event was built: at least up to its
                 # planned time, and up to its acquisition when the scheduler ran late
                 made = [
-                    m["action"]
+                    m
                     for m in moves
                     if m["position"] == d["position"] and d["t_s"] <= m["t_s"] <= f["t_s"]
                 ]
-                before_plan = [
-                    m
-                    for m in moves
-                    if m["position"] == d["position"] and d["t_s"] <= m["t_s"] < f["planned_s"]
-                ]
-                allowed = made[len(before_plan) - 1 :]
+                n_before_plan = sum(m["t_s"] < f["planned_s"] for m in made)
+                allowed = [m["action"] for m in made[n_before_plan - 1 :]]
                 assert any(
                     (f["x_um"], f["y_um"]) == pytest.approx((a["x_um"], a["y_um"])) for a in allowed
                 ), (f, allowed)

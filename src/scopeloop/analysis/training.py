@@ -289,10 +289,7 @@ def tune_thresholds(
     seg = UNetSegmenter(device=device, model=model)
     maps = []
     for img, lab in pairs:
-        batch = np.asarray(img)[None]
-        if batch.dtype == np.uint16:
-            batch = batch.astype(np.int32)
-        fg, c = seg.predict_maps(torch.from_numpy(np.ascontiguousarray(batch)).to(seg.device))
+        fg, c = seg.predict_maps(seg.to_device(img)[0])
         maps.append((fg, c, lab))
     grid = []
     for ft in fg_thresholds:

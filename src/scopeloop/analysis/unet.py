@@ -319,11 +319,16 @@ class UNetSegmenter:
             min_size_px=int(self.min_size_px),
         )
 
-    def segment(self, frames: NDArray[Any]) -> NDArray[np.int32]:
-        """Segment ``(N, Y, X)`` (or ``(Y, X)``) frames into int32 instance labels."""
+    def to_device(self, frames: NDArray[Any]) -> tuple[Tensor, bool]:
+        """``(N, Y, X)`` or ``(Y, X)`` host frames -> ``(N, Y, X)`` device tensor, was-2-D flag."""
         batch, was_2d = as_batch(frames)
         if batch.dtype == np.uint16:
             batch = batch.astype(np.int32)  # torch has no uint16 arithmetic everywhere
         t = torch.from_numpy(np.ascontiguousarray(batch)).to(self._dev, non_blocking=True)
+        return t, was_2d
+
+    def segment(self, frames: NDArray[Any]) -> NDArray[np.int32]:
+        """Segment ``(N, Y, X)`` (or ``(Y, X)``) frames into int32 instance labels."""
+        t, was_2d = self.to_device(frames)
         out = self.segment_tensor(t).cpu().numpy()  # the one host copy
         return out[0] if was_2d else out

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scopeloop.storage.decision_log import read_decisions
+
 from .run_scoring import (
     FrameRow,
     PlanScore,
@@ -54,19 +56,6 @@ def _png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _read_decisions(run_dir: Path) -> list[dict[str, Any]]:
-    p = run_dir / "decisions.jsonl"
-    out: list[dict[str, Any]] = []
-    if not p.is_file():
-        return out
-    for line in p.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
 
 
 def _timelines(
@@ -246,7 +235,7 @@ def write_report(
     if not frames:
         raise ValueError(f"{run}: the run holds no frames; nothing to report")
     info = read_run_info(run)
-    decisions = _read_decisions(run)
+    decisions = read_decisions(run) if (run / "decisions.jsonl").is_file() else []
     score: PlanScore | None = None
     gt_note = "real microscope or ground truth not requested: no scoring"
     if ground_truth:

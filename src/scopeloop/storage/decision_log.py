@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from .jsonl import read_jsonl, to_jsonable
 
 __all__ = ["DecisionLog", "read_decisions"]
 
@@ -32,7 +32,7 @@ class DecisionLog:
         self.n_refused = 0
 
     def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, default=_jsonable, sort_keys=False)
+        line = json.dumps(record, default=to_jsonable, sort_keys=False)
         with self._lock:
             if self._fh.closed:
                 return
@@ -56,21 +56,4 @@ def read_decisions(path: str | Path) -> list[dict[str, Any]]:
     p = Path(path)
     if p.is_dir():
         p = p / "decisions.jsonl"
-    out = []
-    for line in p.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # a torn last line from a kill
-                continue
-    return out
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
-    return str(obj)
+    return read_jsonl(p)

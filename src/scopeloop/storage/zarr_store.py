@@ -40,6 +40,8 @@ import zarr
 from numpy.typing import NDArray
 from zarr.codecs import BloscCodec
 
+from .jsonl import read_jsonl, to_jsonable
+
 __all__ = ["FrameRecord", "ZarrRunStore", "read_journal"]
 
 NGFF_VERSION = "0.5"
@@ -192,7 +194,7 @@ class ZarrRunStore:
             return list(self._images)
 
     def _journal_line(self, rec: dict[str, Any]) -> None:
-        self._journal.write(json.dumps(rec, default=_jsonable) + "\n")
+        self._journal.write(json.dumps(rec, default=to_jsonable) + "\n")
         self._journal.flush()
 
     def write_frame(self, rec: FrameRecord, frame: NDArray[Any]) -> None:
@@ -261,19 +263,4 @@ class ZarrRunStore:
 
 def read_journal(run_dir: str | Path) -> list[dict[str, Any]]:
     """Parse ``frames.jsonl`` of a run (a torn last line from a kill is ignored)."""
-    out = []
-    path = Path(run_dir) / "frames.jsonl"
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
+    return read_jsonl(Path(run_dir) / "frames.jsonl")
