@@ -109,8 +109,11 @@ def draw_nuclei(
                 zk = zk * z  # k = 2, 3, ...
                 bump += np.float32(amp) * (zk * np.complex64(np.exp(1j * ph))).real
             r = r / bump
-        # signed distance to the outline, in pixels (approx.), for a soft optical edge
-        d = (np.float32(1.0) - r) * np.float32(b)
+        # signed distance to the outline along the ray from the centre, in pixels, for a
+        # soft optical edge of the same width all round (not stretched along the major axis)
+        rho = np.sqrt(u * u + v * v) / np.maximum(r, np.float32(1e-6))
+        rho[r < 1e-6] = np.float32(b)
+        d = (np.float32(1.0) - r) * rho
         inside = d > 0
         # logistic edge written with tanh, which cannot overflow in float32
         profile = 0.5 + 0.5 * np.tanh(d / np.float32(2 * max(nuclei.edge_px, 1e-3)))
