@@ -116,6 +116,22 @@ def test_division_one_track_becomes_two() -> None:
     assert not r3.divisions
 
 
+def test_division_is_seen_when_the_parent_was_partly_hidden_just_before() -> None:
+    """A neighbour pressed against a metaphase plate hides part of it in the last frame
+    before the split; the daughters are then larger than that last view, but not than the
+    parent's recent size."""
+    tracker = Tracker()
+    _, r0 = _track(tracker, [(64, 64, 8, 1600.0)], 0.0)
+    parent = int(r0.track_ids[0])
+    _track(tracker, [(64, 64, 8, 1600.0)], 120.0)
+    _, r2 = _track(tracker, [(64, 64, 5, 1600.0)], 240.0)  # partly hidden: 0.4x the area
+    assert int(r2.track_ids[0]) == parent
+    _, r3 = _track(tracker, [(64, 57, 6, 1500.0), (64, 71, 6, 1500.0)], 360.0)
+    assert len(r3.divisions) == 1
+    assert r3.divisions[0].parent == parent
+    assert not r3.appeared
+
+
 def test_appearance_and_disappearance() -> None:
     tracker = Tracker(max_gap_frames=1)
     _, r0 = _track(tracker, [(30, 30, 8, 800.0)], 0.0)

@@ -369,12 +369,15 @@ class Tracker:
             if len(tr) == 0:
                 continue
             p = tr.last
+            # The parent's size: its last area, or the median of its last three when the
+            # last view was partly hidden (a neighbour pressed against a metaphase plate).
+            refs = {p.area_um2, float(np.median([q.area_um2 for q in list(tr.points)[-3:]]))}
             own = {int(o) for o in np.flatnonzero(matched_track == ti)}
             pool = sorted(own) + [o for o in unmatched_obj if o not in used]
             if len(pool) < 2:
                 continue
             # Daughters separate by at most about two parent diameters.
-            reach = max(2.0 * 2.0 * np.sqrt(p.area_um2 / np.pi), self.min_link_um)
+            reach = max(2.0 * 2.0 * np.sqrt(max(refs) / np.pi), self.min_link_um)
             best: tuple[float, int, int] | None = None
             for i_a in range(len(pool)):
                 for i_b in range(i_a + 1, len(pool)):
@@ -393,9 +396,13 @@ class Tracker:
                         continue
                     if np.hypot(meas.x_um[a] - meas.x_um[b], meas.y_um[a] - meas.y_um[b]) > reach:
                         continue
-                    if max(aa, ab) > 0.9 * p.area_um2 or min(aa, ab) < 0.25 * max(aa, ab):
+                    if min(aa, ab) < 0.25 * max(aa, ab):
                         continue
-                    if not 0.4 * p.area_um2 <= aa + ab <= 2.2 * p.area_um2:
+                    # each daughter smaller than the parent, together about its size
+                    if not any(
+                        max(aa, ab) <= 0.9 * ref and 0.4 * ref <= aa + ab <= 2.2 * ref
+                        for ref in refs
+                    ):
                         continue
                     ia, ib = meas.net_mean_intensity[a], meas.net_mean_intensity[b]
                     if min(ia, ib) < 0.5 * max(ia, ib):
