@@ -29,6 +29,8 @@ _SPLIT_OFFSET_UM = 0.8
 _IDS_PER_TILE = 2048
 _ANAPHASE_SPEED_UM_S = 0.6 / 60.0
 _TELOPHASE_SPEED_UM_S = 0.25 / 60.0
+#: nuclei closer than this fraction of their radii's sum are pushed apart
+_CONTACT = 0.9
 
 
 class CellStage:
@@ -400,6 +402,41 @@ class Specimen:
         )
         return np.asarray(table[stage] * 60.0)
 
+    def _repel(self, tile: _Tile) -> None:
+        """Push apart nuclei that overlap: cells in a monolayer touch but do not pass
+        through one another. Separating daughters are left alone (they start as one).
+
+        Deterministic (no random draws), so it leaves the tile's random stream as it
+        was. Cells of neighbouring tiles do not push each other.
+        """
+        from scipy.spatial import cKDTree
+
+        c = tile.cells
+        free = (c.stage != CellStage.ANAPHASE) & (c.stage != CellStage.TELOPHASE)
+        idx = np.flatnonzero(free)
+        if len(idx) < 2:
+            return
+        r = c.radius[idx] * np.cbrt(1.0 + np.clip(c.progress[idx], 0, 1))
+        xy = np.stack([c.x[idx], c.y[idx]], 1)
+        pairs = cKDTree(xy).query_pairs(2 * _CONTACT * float(r.max()), output_type="ndarray")
+        if not len(pairs):
+            return
+        i, j = pairs[:, 0], pairs[:, 1]
+        d = xy[j] - xy[i]
+        dist = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-6)
+        overlap = _CONTACT * (r[i] + r[j]) - dist
+        hit = overlap > 0
+        if not hit.any():
+            return
+        push = (0.5 * overlap[hit] / dist[hit])[:, None] * d[hit]
+        shift = np.zeros_like(xy)
+        np.add.at(shift, i[hit], -push)
+        np.add.at(shift, j[hit], push)
+        nx, ny = xy[:, 0] + shift[:, 0], xy[:, 1] + shift[:, 1]
+        inside = self._inside_well(nx, ny, tile.cx, tile.cy)
+        c.x[idx] = np.where(inside, nx, c.x[idx])
+        c.y[idx] = np.where(inside, ny, c.y[idx])
+
     def _step_tile(self, tile: _Tile, rng: np.random.Generator, dt: float) -> None:
         o = self.options
         c = tile.cells
@@ -428,6 +465,7 @@ class Specimen:
             )
             c.x = c.x + part * dt * np.cos(c.spindle)
             c.y = c.y + part * dt * np.sin(c.spindle)
+            self._repel(tile)
 
             # --- light: phototoxicity slows then arrests the cycle; fluorophore recovers
             rate = 1.0 / (1.0 + c.dose / o.dose_half_slowdown)
