@@ -209,6 +209,7 @@ def _train_unet(
             "device": device, "augmentations": "flips, rot90, gamma, gain/offset, gaussian noise",
         },
         "test_split_scores": {"ap": test.get("ap"), "f1": test.get("f1")},
+        "channels": list(res.model.channels),
         "fg_threshold": tuned["fg_threshold"], "seed_threshold": tuned["seed_threshold"],
         "min_size_px": tuned["min_size_px"], "threshold_tuning": tuned,
     }  # fmt: skip
@@ -248,6 +249,7 @@ def _train_classifier(
             "size_px": size, "recipe": dataclasses.asdict(recipe),
         },
         "training": res.summary,
+        "width": res.model.width,
     }  # fmt: skip
     path = save_classifier(res.model, out / "stage_classifier.pt", meta)
     (out / "stage_classifier.json").write_text(json.dumps(meta, indent=2))
