@@ -80,6 +80,9 @@ def test_cli_fine_tunes_from_a_user_folder(tmp_path: Path) -> None:
     meta = json.loads((out / "unet.json").read_text())
     assert meta["seed"] == 3 and meta["data"]["source"] == "folder"
     assert "--data" in meta["command"] and meta["data"]["n_pairs"] == 4
+    # the JSON record says how to rebuild and use the network, as the weights file does
+    assert meta["channels"] == [8, 8, 16, 16, 16]
+    assert meta["min_confidence"] == meta["threshold_tuning"]["min_confidence"]
     model, stored = load_unet(out / "unet.pt")
     assert stored["channels"] == [8, 8, 16, 16, 16] and model.channels == (8, 8, 16, 16, 16)
     assert (out / "unet.pt").stat().st_size < 5e6

@@ -67,6 +67,19 @@ def test_foreground_without_a_seed_is_kept_as_its_own_object() -> None:
     assert int((lab == lab[2, 28]).sum()) == 32
 
 
+def test_objects_the_network_is_unsure_of_are_dropped_on_request() -> None:
+    # a sure nucleus and an out-of-focus blob whose foreground barely passes the threshold
+    fg = torch.zeros(1, 32, 32)
+    centre = torch.zeros(1, 32, 32)
+    fg[0, 2:10, 2:10] = 0.95
+    centre[0, 5:7, 5:7] = 1
+    fg[0, 20:30, 20:30] = 0.58
+    centre[0, 24:26, 24:26] = 1
+    assert int(extract_instances(fg, centre).max()) == 2
+    lab = extract_instances(fg, centre, min_confidence=0.65)[0]
+    assert lab.max() == 1 and int(lab[5, 5]) == 1 and int(lab[25, 25]) == 0
+
+
 def test_normalisation_ignores_gain_offset_and_dtype() -> None:
     rng = np.random.default_rng(0)
     img = rng.gamma(2.0, 100.0, (64, 64)).astype(np.float32)

@@ -276,13 +276,16 @@ def tune_thresholds(
     device: str = "cpu",
     fg_thresholds: Sequence[float] = (0.4, 0.5, 0.6),
     seed_thresholds: Sequence[float] = (0.4, 0.5, 0.6, 0.7),
+    confidences: Sequence[float] = (0.0, 0.6, 0.65, 0.7, 0.75),
     min_size_px: int = 12,
 ) -> dict[str, Any]:
     """Instance-extraction thresholds that maximise pooled AP@0.5 on ``pairs``.
 
     Run on validation images (never on a test set). The network runs once per
-    image; only the cheap extraction is repeated per setting. Returns the best
-    ``fg_threshold`` / ``seed_threshold`` with its AP and the whole grid.
+    image; only the cheap extraction is repeated per setting. The foreground and
+    seed thresholds are chosen first, on a grid; then, at those, the minimum mean
+    foreground probability of an object. Returns the best ``fg_threshold``,
+    ``seed_threshold`` and ``min_confidence`` with the AP and every setting tried.
     """
     from .metrics import aggregate, score_image
 
@@ -291,19 +294,27 @@ def tune_thresholds(
     for img, lab in pairs:
         fg, c = seg.predict_maps(seg.to_device(img)[0])
         maps.append((fg, c, lab))
-    grid = []
-    for ft in fg_thresholds:
-        for st in seed_thresholds:
-            scores = []
-            for fg, c, lab in maps:
-                pred = extract_instances(
-                    fg, c, fg_threshold=ft, seed_threshold=st, min_size_px=min_size_px
-                )
-                scores.append(score_image(lab, pred[0].cpu().numpy()))
-            grid.append({"fg": ft, "seed": st, "ap50": float(aggregate(scores)["ap"]["0.5"])})
+
+    def ap50(ft: float, st: float, conf: float) -> dict[str, float]:
+        scores = []
+        for fg, c, lab in maps:
+            pred = extract_instances(
+                fg, c, fg_threshold=ft, seed_threshold=st, min_size_px=min_size_px,
+                min_confidence=conf,
+            )  # fmt: skip
+            scores.append(score_image(lab, pred[0].cpu().numpy()))
+        ap = float(aggregate(scores)["ap"]["0.5"])
+        return {"fg": ft, "seed": st, "confidence": conf, "ap50": ap}
+
+    grid = [ap50(ft, st, 0.0) for ft in fg_thresholds for st in seed_thresholds]
+    best = max(grid, key=lambda g: g["ap50"])
+    for conf in confidences:
+        if conf > 0:
+            grid.append(ap50(best["fg"], best["seed"], conf))
     best = max(grid, key=lambda g: g["ap50"])
     return {
-        "fg_threshold": best["fg"], "seed_threshold": best["seed"], "min_size_px": min_size_px,
+        "fg_threshold": best["fg"], "seed_threshold": best["seed"],
+        "min_confidence": best["confidence"], "min_size_px": min_size_px,
         "ap50": best["ap50"], "n_images": len(pairs), "grid": grid,
     }  # fmt: skip
 

@@ -9,8 +9,9 @@ nucleus' centre). Instances come from those maps without leaving the device:
    (a GPU connected-components labelling);
 2. the ids grow into the foreground in descending order of centre-ness
    (a flooding, watershed-like propagation, again by max-pooling);
-3. objects below a minimum size are dropped and ids made consecutive per
-   frame with one ``torch.unique``.
+3. objects below a minimum size or a minimum mean foreground probability
+   (out-of-focus blobs the network is unsure of) are dropped and ids made
+   consecutive per frame with one ``torch.unique``.
 
 Only the final int32 label images are copied to the host. On CUDA the network
 runs in half precision with channels-last memory; on CPU it is the same code in
@@ -162,6 +163,7 @@ def extract_instances(
     seed_threshold: float = 0.55,
     levels: int = 6,
     min_size_px: int = 12,
+    min_confidence: float = 0.0,
     max_iter: int = 256,
 ) -> Tensor:
     """Instance labels from foreground and centre-ness maps, on their device.
@@ -177,6 +179,8 @@ def extract_instances(
         Flooding levels between the seed threshold and the outline.
     min_size_px : int
         Smaller objects are dropped.
+    min_confidence : float
+        Objects whose mean foreground probability is lower are dropped.
     max_iter : int
         Cap on propagation steps per stage (a safety net; convergence is checked).
 
@@ -200,6 +204,10 @@ def extract_instances(
     key = labels.view(n, -1).long() + torch.arange(n, device=labels.device).view(n, 1) * hw1
     uniq, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
     keep = ((uniq % hw1) != 0) & (counts >= min_size_px)
+    if min_confidence > 0:
+        fg_sum = torch.zeros(len(uniq), device=labels.device, dtype=torch.float32)
+        fg_sum.scatter_add_(0, inverse.view(-1), fg_prob.reshape(-1).float())
+        keep &= fg_sum >= min_confidence * counts
     frame_of = uniq // hw1
     cum = torch.cumsum(keep.long(), 0)
     first = torch.searchsorted(uniq, torch.arange(n, device=uniq.device) * hw1)
@@ -246,7 +254,7 @@ class UNetSegmenter:
         A weights file written by ``scopeloop train`` (default: the shipped one).
     half : bool, optional
         Half-precision network (default: on for CUDA, off elsewhere).
-    fg_threshold, seed_threshold, min_size_px : optional
+    fg_threshold, seed_threshold, min_size_px, min_confidence : optional
         Instance-extraction settings (defaults from the weights' metadata).
     model : UNet, optional
         An in-memory model (used by training); overrides ``weights``.
@@ -262,6 +270,7 @@ class UNetSegmenter:
         fg_threshold: float | None = None,
         seed_threshold: float | None = None,
         min_size_px: int | None = None,
+        min_confidence: float | None = None,
         model: UNet | None = None,
     ) -> None:
         self.device = select_device(device)
@@ -290,6 +299,9 @@ class UNetSegmenter:
             seed_threshold if seed_threshold is not None else meta.get("seed_threshold", 0.55)
         )
         self.min_size_px = min_size_px if min_size_px is not None else meta.get("min_size_px", 12)
+        self.min_confidence = (
+            min_confidence if min_confidence is not None else meta.get("min_confidence", 0.0)
+        )
 
     @torch.inference_mode()
     def predict_maps(self, frames: Tensor) -> tuple[Tensor, Tensor]:
@@ -317,6 +329,7 @@ class UNetSegmenter:
             fg_threshold=float(self.fg_threshold),
             seed_threshold=float(self.seed_threshold),
             min_size_px=int(self.min_size_px),
+            min_confidence=float(self.min_confidence),
         )
 
     def to_device(self, frames: NDArray[Any]) -> tuple[Tensor, bool]:

@@ -189,12 +189,14 @@ def _train_unet(
     # extraction thresholds chosen on the validation images, then fixed for the test split
     tuned = tune_thresholds(res.model, val_p, device=device)
     typer.echo(
-        f"unet: thresholds fg {tuned['fg_threshold']}, seed {tuned['seed_threshold']} "
+        f"unet: thresholds fg {tuned['fg_threshold']}, seed {tuned['seed_threshold']}, "
+        f"object confidence {tuned['min_confidence']} "
         f"(validation AP@0.5 {tuned['ap50']:.3f})"
     )
     seg = UNetSegmenter(
         device=device, model=res.model, fg_threshold=tuned["fg_threshold"],
         seed_threshold=tuned["seed_threshold"], min_size_px=tuned["min_size_px"],
+        min_confidence=tuned["min_confidence"],
     )  # fmt: skip
     scores = [score_image(lab, seg.segment(img)) for img, lab in test_p]
     test = aggregate(scores) if scores else {}
@@ -211,7 +213,8 @@ def _train_unet(
         "test_split_scores": {"ap": test.get("ap"), "f1": test.get("f1")},
         "channels": list(res.model.channels),
         "fg_threshold": tuned["fg_threshold"], "seed_threshold": tuned["seed_threshold"],
-        "min_size_px": tuned["min_size_px"], "threshold_tuning": tuned,
+        "min_size_px": tuned["min_size_px"], "min_confidence": tuned["min_confidence"],
+        "threshold_tuning": tuned,
     }  # fmt: skip
     if init_meta:
         # the run this one started from, so the whole chain can be reproduced
