@@ -302,11 +302,14 @@ def default_classifier_path() -> Path:
 
 
 def save_classifier(model: StageNet, path: str | Path, meta: dict[str, Any]) -> Path:
-    """Write classifier weights (float16) with their metadata."""
+    """Write classifier weights (float16) with their metadata, and the same metadata as a
+    readable record beside them (``.json``)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "meta": json.dumps({**meta, "width": model.width})}, p)
+    meta = {**meta, "width": model.width}
+    torch.save({"state_dict": state, "meta": json.dumps(meta)}, p)
+    p.with_suffix(".json").write_text(json.dumps(meta, indent=2))
     return p
 
 

@@ -320,7 +320,8 @@ def tune_thresholds(
 
 
 def save_unet(model: UNet, path: str | Path, meta: dict[str, Any]) -> Path:
-    """Write weights (float16, a few MB at most) with ``meta`` (recipe, command, seed)."""
+    """Write weights (float16, a few MB at most) with ``meta`` (recipe, command, seed),
+    and the same metadata as a readable record beside them (``.json``)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     state = {
@@ -328,6 +329,7 @@ def save_unet(model: UNet, path: str | Path, meta: dict[str, Any]) -> Path:
     }
     meta = {**meta, "channels": list(model.channels)}
     torch.save({"state_dict": state, "meta": json.dumps(meta)}, p)
+    p.with_suffix(".json").write_text(json.dumps(meta, indent=2))
     return p
 
 

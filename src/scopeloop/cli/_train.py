@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
 import sys
 import time
@@ -211,7 +210,6 @@ def _train_unet(
             "device": device, "augmentations": "flips, rot90, gamma, gain/offset, gaussian noise",
         },
         "test_split_scores": {"ap": test.get("ap"), "f1": test.get("f1")},
-        "channels": list(res.model.channels),
         "fg_threshold": tuned["fg_threshold"], "seed_threshold": tuned["seed_threshold"],
         "min_size_px": tuned["min_size_px"], "min_confidence": tuned["min_confidence"],
         "threshold_tuning": tuned,
@@ -219,8 +217,7 @@ def _train_unet(
     if init_meta:
         # the run this one started from, so the whole chain can be reproduced
         meta["init_from"] = {k: v for k, v in init_meta.items() if k != "channels"}
-    path = save_unet(res.model, out / "unet.pt", meta)
-    (out / "unet.json").write_text(json.dumps(meta, indent=2))
+    path = save_unet(res.model, out / "unet.pt", meta)  # and unet.json beside it
     ap50 = (test.get("ap") or {}).get("0.5")
     typer.echo(
         f"unet: saved {path} ({path.stat().st_size / 1e6:.1f} MB); best step {res.best_step}, "
@@ -252,8 +249,6 @@ def _train_classifier(
             "size_px": size, "recipe": dataclasses.asdict(recipe),
         },
         "training": res.summary,
-        "width": res.model.width,
     }  # fmt: skip
-    path = save_classifier(res.model, out / "stage_classifier.pt", meta)
-    (out / "stage_classifier.json").write_text(json.dumps(meta, indent=2))
+    path = save_classifier(res.model, out / "stage_classifier.pt", meta)  # and its .json
     typer.echo(f"classifier: saved {path} ({path.stat().st_size / 1e6:.2f} MB)")
