@@ -11,7 +11,13 @@ import tifffile
 import torch
 from typer.testing import CliRunner
 
-from scopeloop.analysis.training import load_folder, save_unet, train_unet, unet_targets
+from scopeloop.analysis.training import (
+    load_folder,
+    pixel_weights,
+    save_unet,
+    train_unet,
+    unet_targets,
+)
 from scopeloop.analysis.unet import UNet, load_unet
 from scopeloop.cli.main import app
 from scopeloop.simulation.synthetic import Recipe, make_samples
@@ -29,6 +35,22 @@ def test_targets_peak_at_each_centre_and_split_touching_nuclei() -> None:
         assert centre[lab == i].max() == pytest.approx(1.0)
     # the shared boundary is low centre-ness, so the two seeds are apart
     assert centre[7, 11] < 0.3 and centre[7, 12] < 0.3
+
+
+def test_loss_weighs_the_gap_between_touching_nuclei_and_small_objects() -> None:
+    lab = np.zeros((40, 60), np.int32)
+    lab[5:25, 5:25] = 1
+    lab[5:25, 26:46] = 2  # a 1-px gap from nucleus 1
+    lab[32:35, 52:55] = 3  # a tiny object (9 px), far from the others
+    w = pixel_weights(lab)
+    # the gap and the rims on both sides of it weigh more than the nuclei's insides
+    assert w[15, 25] > 3 * w[15, 15]
+    assert w[15, 24] > 3 * w[15, 15] and w[15, 26] > 3 * w[15, 35]
+    # where the two nuclei do not face each other nothing changes
+    assert w[15, 5] == w[15, 15] and w[0, 0] == 1.0 and w[38, 2] == 1.0
+    # the tiny object outweighs the large ones' insides
+    assert w[33, 53] > 2 * w[15, 15]
+    assert w.max() <= 8.0 and pixel_weights(np.zeros((5, 5), np.int32)).max() == 1.0
 
 
 def test_short_training_run_reduces_validation_loss() -> None:

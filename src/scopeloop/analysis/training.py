@@ -5,7 +5,9 @@ synthetic images from ``scopeloop train``, or a user folder of TIFFs). A fixed
 train / validation split is monitored every few steps; training stops early
 when the validation loss stops improving and the best weights are kept.
 Augmentations: flips and 90-degree rotations, intensity gamma and gain, and
-added noise.
+added noise. The foreground loss is weighted per pixel (:func:`pixel_weights`)
+towards the thin gaps between touching nuclei and towards small objects, the
+two places where instances are lost.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 from scipy import ndimage
-from skimage.segmentation import find_boundaries
+from skimage.segmentation import expand_labels, find_boundaries
 
 from .unet import UNet, UNetSegmenter, extract_instances, normalise_frames
 
@@ -30,6 +32,7 @@ __all__ = [
     "Pair",
     "TrainResult",
     "load_folder",
+    "pixel_weights",
     "save_unet",
     "split_pairs",
     "train_unet",
@@ -62,6 +65,43 @@ def unet_targets(labels: NDArray[np.integer]) -> tuple[NDArray[np.float32], NDAr
     return fg.astype(np.float32), centre.astype(np.float32)
 
 
+#: extra loss weight on the pixels where two nuclei (almost) touch
+CONTACT_WEIGHT = 4.0
+_CONTACT_PX = 1
+#: objects smaller than this (px) get up to ``SMALL_WEIGHT``x loss weight, by sqrt(area)
+_SMALL_AREA = 120.0
+SMALL_WEIGHT = 3.0
+_MAX_WEIGHT = 8.0
+
+
+def pixel_weights(labels: NDArray[np.integer]) -> NDArray[np.float32]:
+    """Per-pixel loss weights of an instance label image (1 almost everywhere).
+
+    Averaged over all pixels, a 2-px gap between two touching nuclei or a
+    10-px anaphase bar costs the network next to nothing, yet each decides
+    whether a whole object is found. So (after the U-Net paper's border
+    weights, in a cheap form) pixels within ``_CONTACT_PX`` of two different
+    nuclei (gap and rims) weigh ``1 + CONTACT_WEIGHT``, and the pixels of
+    objects smaller than ``_SMALL_AREA`` weigh up to ``SMALL_WEIGHT`` times
+    more (edge slivers of nuclei cut by the frame included).
+    """
+    lab = np.asarray(labels)
+    w = np.ones(lab.shape, np.float32)
+    if not lab.any():
+        return w
+    near = expand_labels(lab, _CONTACT_PX)  # type: ignore[no-untyped-call]
+    big = np.iinfo(near.dtype).max
+    # two ids meet within 5x5: the gap and about 2 px of each rim
+    hi = ndimage.maximum_filter(near, size=5)
+    lo = ndimage.minimum_filter(np.where(near > 0, near, big), size=5)
+    w[(lo < big) & (hi > lo)] += CONTACT_WEIGHT
+    area = np.bincount(lab.ravel()).astype(np.float32)
+    boost = np.clip(np.sqrt(_SMALL_AREA / np.maximum(area, 1.0)), 1.0, SMALL_WEIGHT)
+    boost[0] = 1.0
+    w *= boost[lab]
+    return np.minimum(w, _MAX_WEIGHT)
+
+
 def _normalise_np(image: NDArray[Any]) -> NDArray[np.float32]:
     t = torch.from_numpy(np.asarray(image).astype(np.float32))[None]
     return normalise_frames(t)[0].numpy()
@@ -72,6 +112,7 @@ class _Prepared:
     image: NDArray[np.float32]  # normalised
     fg: NDArray[np.float32]
     centre: NDArray[np.float32]
+    weight: NDArray[np.float32]
 
 
 def _prepare(pairs: Sequence[Pair]) -> list[_Prepared]:
@@ -80,13 +121,13 @@ def _prepare(pairs: Sequence[Pair]) -> list[_Prepared]:
         if img.shape != lab.shape:
             raise ValueError(f"image shape {img.shape} != labels shape {lab.shape}")
         fg, c = unet_targets(lab)
-        out.append(_Prepared(_normalise_np(img), fg, c))
+        out.append(_Prepared(_normalise_np(img), fg, c, pixel_weights(lab)))
     return out
 
 
 def _crop(p: _Prepared, size: int, rng: np.random.Generator) -> NDArray[np.float32]:
-    """Random crop (padded when the image is small) -> (3, size, size): image, fg, centre."""
-    stack = np.stack([p.image, p.fg, p.centre])
+    """Random crop (padded when small) -> (4, size, size): image, fg, centre, weight."""
+    stack = np.stack([p.image, p.fg, p.centre, p.weight])
     h, w = stack.shape[1:]
     if h < size or w < size:
         stack = np.pad(
@@ -119,9 +160,11 @@ def _augment(batch: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    fg_loss = F.binary_cross_entropy_with_logits(logits[:, 0], target[:, 0])
+    """``target``: (N, 3, H, W) foreground, centre-ness, pixel weights."""
+    pw = target[:, 2]
+    fg_loss = F.binary_cross_entropy_with_logits(logits[:, 0], target[:, 0], weight=pw)
     # centre-ness: soft targets, weighted up on nuclei where the split is decided
-    w = 1.0 + 2.0 * target[:, 0]
+    w = (1.0 + 2.0 * target[:, 0]) * pw
     c_loss = F.binary_cross_entropy_with_logits(logits[:, 1], target[:, 1], weight=w)
     return fg_loss + 2.0 * c_loss
 
