@@ -72,6 +72,7 @@ _CONTACT_PX = 1
 _SMALL_AREA = 120.0
 SMALL_WEIGHT = 3.0
 _MAX_WEIGHT = 8.0
+_RING_PX = 2
 
 
 def pixel_weights(labels: NDArray[np.integer]) -> NDArray[np.float32]:
@@ -82,8 +83,9 @@ def pixel_weights(labels: NDArray[np.integer]) -> NDArray[np.float32]:
     whether a whole object is found. So (after the U-Net paper's border
     weights, in a cheap form) pixels within ``_CONTACT_PX`` of two different
     nuclei (gap and rims) weigh ``1 + CONTACT_WEIGHT``, and the pixels of
-    objects smaller than ``_SMALL_AREA`` weigh up to ``SMALL_WEIGHT`` times
-    more (edge slivers of nuclei cut by the frame included).
+    objects smaller than ``_SMALL_AREA``, and a ring of ``_RING_PX`` around
+    them, weigh up to ``SMALL_WEIGHT`` times more (edge slivers of nuclei cut
+    by the frame included).
     """
     lab = np.asarray(labels)
     w = np.ones(lab.shape, np.float32)
@@ -98,7 +100,9 @@ def pixel_weights(labels: NDArray[np.integer]) -> NDArray[np.float32]:
     area = np.bincount(lab.ravel()).astype(np.float32)
     boost = np.clip(np.sqrt(_SMALL_AREA / np.maximum(area, 1.0)), 1.0, SMALL_WEIGHT)
     boost[0] = 1.0
-    w *= boost[lab]
+    # the boost covers a ring around each object too: weighting only its own pixels
+    # would pay the network to draw small objects too large
+    w *= boost[expand_labels(lab, _RING_PX)]  # type: ignore[no-untyped-call]
     return np.minimum(w, _MAX_WEIGHT)
 
 
