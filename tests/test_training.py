@@ -112,6 +112,20 @@ def test_cli_fine_tunes_from_a_user_folder(tmp_path: Path) -> None:
     assert (out / "unet.pt").stat().st_size < 5e6
 
 
+def test_cli_trains_a_network_of_the_requested_width(tmp_path: Path) -> None:
+    out = tmp_path / "wide"
+    args = [
+        "train", "--what", "unet", "--out", str(out), "--n-images", "6", "--size", "64",
+        "--steps", "4", "--batch", "2", "--crop", "64", "--threads", "1",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--channels", "4,8,8,16,16"])
+    assert result.exit_code == 0, result.output
+    model, meta = load_unet(out / "unet.pt")
+    assert model.channels == (4, 8, 8, 16, 16) and "--channels 4,8,8,16,16" in meta["command"]
+    bad = CliRunner().invoke(app, [*args, "--channels", "16,32,wide"])
+    assert bad.exit_code == 2 and "--channels '16,32,wide'" in bad.output
+
+
 def test_cli_rejects_bad_folder(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--what", "unet"])
     assert result.exit_code == 2

@@ -38,6 +38,18 @@ def _command_line(options: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _parse_channels(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        widths = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        widths = ()
+    if len(widths) != 5 or min(widths) < 1:  # the U-Net has five levels
+        raise BadInput(f"--channels {text!r}: give five positive integers, e.g. 16,32,64,128,256")
+    return widths
+
+
 def train(
     out: Annotated[
         Path, typer.Option("--out", help="Folder for unet.pt / stage_classifier.pt.")
@@ -68,6 +80,11 @@ def train(
     eval_every: int | None = typer.Option(
         None, help="Validate every this many steps (default: steps / 10, at most 100)."
     ),
+    channels: str | None = typer.Option(
+        None,
+        help="U-Net feature channels per level, finest first, comma-separated "
+        "(default 8,16,32,64,128; a new network only, --init brings its own).",
+    ),
     seed: int = typer.Option(0, help="Random seed (data, split, initialisation)."),
     threads: int = typer.Option(2, help="CPU threads for torch."),
     device: str = typer.Option("cpu", help="Torch device to train on (cpu, cuda, mps, auto)."),
@@ -87,6 +104,9 @@ def train(
             raise BadInput(f"--what {what!r}: choose unet, classifier or all")
         if crop % 16:
             raise BadInput(f"--crop {crop}: must be a multiple of 16")
+        widths = _parse_channels(channels)
+        if widths is not None and (init is not None or data is not None):
+            raise BadInput("--channels: a network started from weights keeps their channels")
         torch.set_num_threads(max(1, threads))
         dev = select_device(device)
         out.mkdir(parents=True, exist_ok=True)
@@ -94,7 +114,8 @@ def train(
             {
                 "out": out, "data": data, "what": what, "init": init, "n_images": n_images,
                 "size": size, "steps": steps, "minutes": minutes, "batch": batch, "crop": crop,
-                "lr": lr, "patience": patience, "eval_every": eval_every, "seed": seed,
+                "lr": lr, "patience": patience, "eval_every": eval_every, "channels": channels,
+                "seed": seed,
                 "threads": threads,
                 "device": device,
             }
@@ -103,7 +124,7 @@ def train(
         if what in {"unet", "all"}:
             _train_unet(
                 out, data, init, n_images, size, steps, minutes, batch, crop, lr, patience,
-                eval_every, seed, dev, common,
+                eval_every, seed, dev, common, widths,
             )  # fmt: skip
         if what in {"classifier", "all"}:
             if data is not None:
@@ -127,6 +148,7 @@ def _train_unet(
     seed: int,
     device: str,
     common: dict[str, Any],
+    widths: tuple[int, ...] | None = None,
 ) -> None:
     from scopeloop.analysis.metrics import aggregate, score_image
     from scopeloop.analysis.training import (
@@ -136,7 +158,7 @@ def _train_unet(
         train_unet,
         tune_thresholds,
     )
-    from scopeloop.analysis.unet import UNetSegmenter, load_unet
+    from scopeloop.analysis.unet import UNet, UNetSegmenter, load_unet
 
     model = None
     init_meta: dict[str, Any] | None = None
@@ -167,6 +189,11 @@ def _train_unet(
         )
         if init is not None:
             model, init_meta = load_unet(init)
+        elif widths is not None:
+            import torch
+
+            torch.manual_seed(seed)
+            model = UNet(widths)
         recipe = {
             "source": "synthetic", "generator": "scopeloop.simulation.synthetic.make_sample",
             "seeds": f"{seed} * 1000003 + 100000 + [0, {n_images})", "size_px": size,
