@@ -140,3 +140,31 @@ def test_schema_file_is_up_to_date() -> None:
     schema = json.loads(shipped)
     assert schema["additionalProperties"] is False
     assert set(Protocol.model_fields) <= set(schema["properties"])
+
+
+def test_fine_tuned_weights_are_found_beside_the_protocol(tmp_path: Path) -> None:
+    from scopeloop.acquisition.controller import RunController
+    from scopeloop.analysis.training import save_unet
+    from scopeloop.analysis.unet import UNet
+
+    data = _good()
+    (tmp_path / "my_weights").mkdir()
+    weights = save_unet(UNet((4, 4, 8, 8, 8)), tmp_path / "my_weights" / "unet.pt", {})
+    data["analysis"] = {
+        **data.get("analysis", {}),
+        "segmenter": "unet",
+        "weights": "my_weights/unet.pt",
+    }
+    proto = load_protocol(_write(tmp_path, data))
+    assert proto.analysis.weights == str(weights.resolve())
+    # the run segments with them, not with the shipped weights
+    seg = RunController(proto, core=None, out_dir=tmp_path / "run")._make_segmenter()  # type: ignore[arg-type]
+    assert seg.weights_path == weights.resolve()  # type: ignore[attr-defined]
+    assert seg.model.channels == (4, 4, 8, 8, 8)  # type: ignore[attr-defined]
+
+    data["analysis"]["weights"] = "elsewhere/unet.pt"
+    with pytest.raises(ProtocolError, match=r"analysis.weights: no weights file at .*elsewhere"):
+        load_protocol(_write(tmp_path, data))
+    data["analysis"] = {"segmenter": "classical", "weights": "my_weights/unet.pt"}
+    with pytest.raises(ProtocolError, match="weights are for the 'unet' segmenter"):
+        load_protocol(_write(tmp_path, data))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from skimage.draw import disk
 
 from scopeloop.analysis.segmenter import (
@@ -101,3 +102,27 @@ def test_evaluate_cli_scores_segmenters_on_named_sets_and_a_folder(tmp_path) -> 
     assert 0.0 <= scores["sparse"]["ap"]["0.9"] <= scores["sparse"]["ap"]["0.5"] <= 1.0
     bad = CliRunner().invoke(app, [*args[:3], "--set", "nope"])
     assert bad.exit_code == 2 and "unknown test set" in bad.output
+
+
+def test_evaluate_cli_scores_weights_files_beside_the_shipped_unet(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from typer.testing import CliRunner
+
+    from scopeloop.analysis.training import save_unet
+    from scopeloop.analysis.unet import UNet, default_weights_path
+    from scopeloop.cli.main import app
+
+    torch.manual_seed(0)
+    untrained = save_unet(UNet((4, 4, 8, 8, 8)), tmp_path / "untrained.pt", {})
+    out = tmp_path / "scores.json"
+    args = ["evaluate", "-s", "unet", "--set", "sparse", "--n-images", "1", "--device", "cpu"]
+    weights = ["--weights", str(default_weights_path()), "--weights", str(untrained)]
+    res = CliRunner().invoke(app, [*args, *weights, "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    scores = json.loads(out.read_text())["results"]
+    shipped = scores[f"unet:{default_weights_path()}"]["sparse"]["ap"]["0.5"]
+    assert shipped == scores["unet"]["sparse"]["ap"]["0.5"] > 0.5
+    assert scores[f"unet:{untrained}"]["sparse"]["ap"]["0.5"] < shipped
+    bad = CliRunner().invoke(app, [*args, "--weights", str(tmp_path / "none.pt")])
+    assert bad.exit_code == 2 and "none.pt" in bad.output and "no such file" in bad.output

@@ -51,6 +51,14 @@ def evaluate(
             "--segmenter", "-s", help="Segmenter to score (repeat for several), e.g. unet."
         ),
     ] = None,
+    weights: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--weights",
+            help="U-Net weights file (from scopeloop train) to score as one more segmenter; "
+            "repeat to compare several.",
+        ),
+    ] = None,
     test_set: Annotated[
         list[str] | None,
         typer.Option(
@@ -72,13 +80,17 @@ def evaluate(
 ) -> None:
     """Score a simulated run against ground truth, or segmenters against exact labels."""
     with cli_errors():
-        if run is None and not segmenter:
+        if run is None and not segmenter and not weights:
             raise BadInput("give a RUN folder to score, or --segmenter NAME to score segmenters")
-        if run is not None and segmenter:
-            raise BadInput("give either a RUN folder or --segmenter, not both")
-        if segmenter:
+        if run is not None and (segmenter or weights):
+            raise BadInput("give either a RUN folder or --segmenter/--weights, not both")
+        for w in weights or []:
+            if not w.is_file():
+                raise BadInput(f"--weights {str(w)!r}: no such file")
+        if segmenter or weights:
             _evaluate_segmenters(
-                segmenters=list(segmenter),
+                segmenters=list(segmenter or []),
+                weights=list(weights or []),
                 sets=list(test_set or []),
                 folder=folder,
                 device=device,

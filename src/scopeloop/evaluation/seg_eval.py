@@ -43,17 +43,33 @@ def load_sets(
     return out
 
 
+def _entries(
+    segmenters: Sequence[str], weights: Sequence[str | Path]
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """(row label, registry name, options): each weights file is one more U-Net."""
+    out: list[tuple[str, str, dict[str, Any]]] = [(n, n, {}) for n in segmenters]
+    for w in weights:
+        if not Path(w).is_file():
+            raise FileNotFoundError(f"--weights {str(w)!r}: no such file")
+        out.append((f"unet:{w}", "unet", {"weights": Path(w)}))
+    return out
+
+
 def evaluate_segmenters(
-    segmenters: Sequence[str], data: dict[str, list[Pair]], device: str = "auto"
+    segmenters: Sequence[str],
+    data: dict[str, list[Pair]],
+    device: str = "auto",
+    weights: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Score each segmenter on each set; returns ``{segmenter: {set: scores}}``.
 
     Each set's entry holds the pooled scores (:func:`~scopeloop.analysis.metrics.aggregate`),
-    the per-image scores and the segmentation time per image.
+    the per-image scores and the segmentation time per image. Each file in
+    ``weights`` adds a U-Net with those weights, keyed ``unet:<path>``.
     """
     results: dict[str, Any] = {}
-    for name in segmenters:
-        seg = get_segmenter(name, device=device)
+    for name, kind, options in _entries(segmenters, weights):
+        seg = get_segmenter(kind, device=device, **options)
         results[name] = {"device": seg.device}
         for set_name, pairs in data.items():
             per_image = []
@@ -79,6 +95,7 @@ def evaluate_segmenters_cli(
     seed: int = 0,
     folder: Path | None = None,
     quick: bool = False,
+    weights: Sequence[Path] = (),
 ) -> int:
     """Score segmenters and print a table (what ``scopeloop evaluate --segmenter`` runs).
 
@@ -97,6 +114,9 @@ def evaluate_segmenters_cli(
         Offset added to each set's fixed seeds (0 = the published sets).
     json_out : Path, optional
         Also write all scores (per image included) here.
+    weights : paths
+        U-Net weights files (e.g. from ``scopeloop train --data``), each scored
+        as one more segmenter beside ``segmenters``.
 
     Returns
     -------
@@ -131,7 +151,7 @@ def evaluate_segmenters_cli(
     console = Console()
     if not console.is_terminal:  # piped to a file: do not squeeze the table to 80 columns
         console = Console(width=150)
-    results = evaluate_segmenters(segmenters, data, device)
+    results = evaluate_segmenters(segmenters, data, device, weights)
     table = Table(title="Segmentation scores (pooled over images; AP = TP/(TP+FP+FN))")
     for col in ("segmenter", "set", "images", "objects"):
         table.add_column(col)
@@ -139,7 +159,7 @@ def evaluate_segmenters_cli(
         table.add_column(f"AP@{t:.1f}", justify="right")
     for col in ("F1@0.5", "P@0.5", "R@0.5", "mean IoU", "s/image"):
         table.add_column(col, justify="right")
-    for seg_name in segmenters:
+    for seg_name in results:
         aps = []
         for set_name in data:
             r = results[seg_name][set_name]

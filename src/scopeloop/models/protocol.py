@@ -135,6 +135,12 @@ class AnalysisSpec(_Model):
 
     enabled: bool = Field(True, description="False: acquire only (fixed plans).")
     segmenter: str = Field("unet", min_length=1, description="'unet', 'classical', ...")
+    weights: str | None = Field(
+        None,
+        min_length=1,
+        description="U-Net weights file from `scopeloop train` (e.g. fine-tuned on your "
+        "own masks), relative to the protocol file; None: the shipped weights.",
+    )
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.")
     channel: str | None = Field(
         None, description="Channel preset analysed (the nuclear marker); None: the first."
@@ -142,6 +148,15 @@ class AnalysisSpec(_Model):
     inbox_size: int = Field(
         8, ge=1, le=1024, description="Frames waiting for analysis before stale ones drop."
     )
+
+    @model_validator(mode="after")
+    def _weights_need_the_unet(self) -> AnalysisSpec:
+        if self.weights is not None and self.segmenter != "unet":
+            raise ValueError(
+                f"weights are for the 'unet' segmenter, not {self.segmenter!r} "
+                "(remove analysis.weights or set analysis.segmenter: unet)"
+            )
+        return self
 
 
 class LimitsSpec(_Model):
@@ -330,9 +345,20 @@ def load_protocol(path: str | Path) -> Protocol:
             str(p), [f"expected a mapping of protocol fields, got {type(data).__name__}"]
         )
     try:
-        return Protocol.model_validate(data)
+        protocol = Protocol.model_validate(data)
     except ValidationError as exc:
         raise ProtocolError(str(p), format_validation_error(exc)) from None
+    weights = protocol.analysis.weights
+    if weights is not None:
+        # relative to the protocol file, so a protocol and its weights travel together
+        w = (p.parent / weights).resolve()
+        if not w.is_file():
+            raise ProtocolError(
+                str(p), [f"analysis.weights: no weights file at {str(w)!r} (got {weights!r})"]
+            )
+        analysis = protocol.analysis.model_copy(update={"weights": str(w)})
+        protocol = protocol.model_copy(update={"analysis": analysis})
+    return protocol
 
 
 def protocol_json_schema() -> str:
