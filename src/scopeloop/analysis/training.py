@@ -29,6 +29,7 @@ from skimage.segmentation import expand_labels, find_boundaries
 from .unet import UNet, UNetSegmenter, extract_instances, normalise_frames
 
 __all__ = [
+    "LOSS_RECORD",
     "Pair",
     "TrainResult",
     "load_folder",
@@ -73,6 +74,14 @@ _SMALL_AREA = 120.0
 SMALL_WEIGHT = 3.0
 _MAX_WEIGHT = 8.0
 _RING_PX = 2
+
+
+#: the loss, as written into each training record
+LOSS_RECORD = (
+    f"BCE(foreground) + 2 x BCE(centre-ness, 3x on nuclei), per-pixel weights: "
+    f"{1 + CONTACT_WEIGHT:g}x where two nuclei (nearly) touch, up to {SMALL_WEIGHT:g}x on "
+    f"objects under {_SMALL_AREA:g} px and a {_RING_PX}-px ring around them"
+)
 
 
 def pixel_weights(labels: NDArray[np.integer]) -> NDArray[np.float32]:
@@ -321,8 +330,8 @@ def tune_thresholds(
     model: UNet,
     pairs: Sequence[Pair],
     device: str = "cpu",
-    fg_thresholds: Sequence[float] = (0.4, 0.5, 0.6),
-    seed_thresholds: Sequence[float] = (0.4, 0.5, 0.6, 0.7),
+    fg_thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6),
+    seed_thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7),
     confidences: Sequence[float] = (0.0, 0.6, 0.65, 0.7, 0.75),
     min_size_px: int = 12,
 ) -> dict[str, Any]:

@@ -152,6 +152,7 @@ def _train_unet(
 ) -> None:
     from scopeloop.analysis.metrics import aggregate, score_image
     from scopeloop.analysis.training import (
+        LOSS_RECORD,
         load_folder,
         save_unet,
         split_pairs,
@@ -235,6 +236,7 @@ def _train_unet(
             "best_val_loss": res.best_val_loss, "stopped_early": res.stopped_early,
             "seconds": round(res.seconds, 1), "batch": batch, "crop": crop, "lr": peak_lr,
             "device": device, "augmentations": "flips, rot90, gamma, gain/offset, gaussian noise",
+            "loss": LOSS_RECORD,
         },
         "test_split_scores": {"ap": test.get("ap"), "f1": test.get("f1")},
         "fg_threshold": tuned["fg_threshold"], "seed_threshold": tuned["seed_threshold"],
