@@ -126,3 +126,14 @@ def test_evaluate_cli_scores_weights_files_beside_the_shipped_unet(tmp_path) -> 
     assert scores[f"unet:{untrained}"]["sparse"]["ap"]["0.5"] < shipped
     bad = CliRunner().invoke(app, [*args, "--weights", str(tmp_path / "none.pt")])
     assert bad.exit_code == 2 and "none.pt" in bad.output and "no such file" in bad.output
+
+
+def test_bench_refuses_a_missing_weights_file_before_timing_anything(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from scopeloop.cli.main import app
+
+    args = ["bench", "segmentation", "--weights", str(tmp_path / "wide.pt"), "--out", str(tmp_path)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "wide.pt" in res.output and "no such file" in res.output
+    assert not (tmp_path / "segmentation.json").exists()

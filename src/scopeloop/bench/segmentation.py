@@ -11,6 +11,7 @@ from __future__ import annotations
 import platform
 import statistics
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -44,8 +45,12 @@ def _time(fn: Any, repeats: int, sync: Any = None) -> list[float]:
     return out
 
 
-def run(quick: bool = False, device: str = "auto") -> dict[str, Any]:
-    """Time every built-in segmenter; print a table and return the figures."""
+def run(quick: bool = False, device: str = "auto", weights: Sequence[str] = ()) -> dict[str, Any]:
+    """Time every built-in segmenter; print a table and return the figures.
+
+    Each file in ``weights`` adds a U-Net with those weights (e.g. a wider
+    network from ``scopeloop train --channels``), named ``unet:<path>``.
+    """
     import torch
 
     dev = select_device(device)
@@ -58,9 +63,11 @@ def run(quick: bool = False, device: str = "auto") -> dict[str, Any]:
     print(f"device: {dev}" + (f" ({torch.cuda.get_device_name()})" if is_cuda else ""))
     print(f"{'segmenter':>10} {'size':>5} {'batch':>5} {'path':>7} {'ms/call':>9} "
           f"{'ms/frame':>9} {'frames/s':>9}")  # fmt: skip
-    for name in ("classical", "unet"):
+    entries: list[tuple[str, dict[str, Any]]] = [("classical", {}), ("unet", {})]
+    entries += [(f"unet:{w}", {"weights": w}) for w in weights]
+    for name, options in entries:
         try:
-            seg = get_segmenter(name, device=dev)
+            seg = get_segmenter(name.split(":")[0], device=dev, **options)
         except FileNotFoundError as exc:
             print(f"{name}: skipped ({exc})")
             continue
@@ -73,7 +80,7 @@ def run(quick: bool = False, device: str = "auto") -> dict[str, Any]:
                 repeats = 2 if (quick or cpu_slow) else (5 if not is_cuda else 20)
                 seg.segment(x)  # warm-up (allocations, kernels, cudnn choice)
                 paths: list[tuple[str, Any]] = [("host", lambda x=x, seg=seg: seg.segment(x))]
-                if is_cuda and name == "unet":
+                if is_cuda and name.startswith("unet"):
                     xt = torch.from_numpy(x.astype(np.int32)).to(dev)
                     seg_t = seg.segment_tensor  # type: ignore[attr-defined]
                     seg_t(xt)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 from pathlib import Path
 
@@ -23,6 +24,9 @@ def bench(
     quick: bool = typer.Option(False, "--quick", help="Fewer repeats (smoke test)."),
     device: str = typer.Option("auto", help="Torch device for analysis benchmarks."),
     out: Path = typer.Option(Path("bench_results"), help="Folder for the JSON results."),
+    weights: list[Path] = typer.Option(
+        None, "--weights", help="Also time a U-Net with these weights (segmentation; repeatable)."
+    ),
 ) -> None:
     """Run speed benchmarks; print the figures and write one JSON file per benchmark."""
     with cli_errors():
@@ -30,6 +34,9 @@ def bench(
         unknown = [n for n in chosen if n not in BENCHMARKS]
         if unknown:
             raise BadInput(f"unknown benchmark {unknown[0]!r}; choose from {list(BENCHMARKS)}")
+        for w in weights or []:
+            if not w.is_file():
+                raise BadInput(f"--weights {str(w)!r}: no such file")
         out.mkdir(parents=True, exist_ok=True)
         for name in chosen:
             try:
@@ -37,7 +44,10 @@ def bench(
             except ModuleNotFoundError as exc:
                 typer.echo(f"{name}: not available ({exc})", err=True)
                 continue
-            result = module.run(quick=quick, device=device)
+            options = {}
+            if weights and "weights" in inspect.signature(module.run).parameters:
+                options["weights"] = [str(w) for w in weights]
+            result = module.run(quick=quick, device=device, **options)
             path = out / f"{name}.json"
             path.write_text(json.dumps(result, indent=2))
             typer.echo(f"{name}: results written to {path}")
