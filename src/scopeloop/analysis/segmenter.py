@@ -12,7 +12,8 @@ Segmenters register by name; a protocol file picks one with
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -24,6 +25,7 @@ __all__ = [
     "available_segmenters",
     "get_segmenter",
     "register_segmenter",
+    "segmenter_entries",
     "select_device",
 ]
 
@@ -146,6 +148,16 @@ def get_segmenter(name: str, device: str = "auto", **options: Any) -> Segmenter:
         module_name, attr = target.split(":")
         factory = getattr(importlib.import_module(module_name), attr)
     return factory(device=device, **options)
+
+
+def segmenter_entries(
+    names: Sequence[str], weights: Sequence[str | Path] = ()
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(label, registry name, options)`` for ``names`` plus one U-Net per weights
+    file, labelled ``unet:<path>`` (so several weights can be compared side by side)."""
+    out: list[tuple[str, str, dict[str, Any]]] = [(n, n, {}) for n in names]
+    out += [(f"unet:{w}", "unet", {"weights": Path(w)}) for w in weights]
+    return out
 
 
 def as_batch(frames: NDArray[Any]) -> tuple[NDArray[Any], bool]:

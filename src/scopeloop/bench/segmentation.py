@@ -12,11 +12,12 @@ import platform
 import statistics
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..analysis.segmenter import get_segmenter, select_device
+from ..analysis.segmenter import get_segmenter, segmenter_entries, select_device
 from ..simulation.synthetic import TEST_SETS, make_sample
 
 __all__ = ["run"]
@@ -45,7 +46,9 @@ def _time(fn: Any, repeats: int, sync: Any = None) -> list[float]:
     return out
 
 
-def run(quick: bool = False, device: str = "auto", weights: Sequence[str] = ()) -> dict[str, Any]:
+def run(
+    quick: bool = False, device: str = "auto", weights: Sequence[str | Path] = ()
+) -> dict[str, Any]:
     """Time every built-in segmenter; print a table and return the figures.
 
     Each file in ``weights`` adds a U-Net with those weights (e.g. a wider
@@ -63,11 +66,9 @@ def run(quick: bool = False, device: str = "auto", weights: Sequence[str] = ()) 
     print(f"device: {dev}" + (f" ({torch.cuda.get_device_name()})" if is_cuda else ""))
     print(f"{'segmenter':>10} {'size':>5} {'batch':>5} {'path':>7} {'ms/call':>9} "
           f"{'ms/frame':>9} {'frames/s':>9}")  # fmt: skip
-    entries: list[tuple[str, dict[str, Any]]] = [("classical", {}), ("unet", {})]
-    entries += [(f"unet:{w}", {"weights": w}) for w in weights]
-    for name, options in entries:
+    for name, kind, options in segmenter_entries(("classical", "unet"), weights):
         try:
-            seg = get_segmenter(name.split(":")[0], device=dev, **options)
+            seg = get_segmenter(kind, device=dev, **options)
         except FileNotFoundError as exc:
             print(f"{name}: skipped ({exc})")
             continue
@@ -80,7 +81,7 @@ def run(quick: bool = False, device: str = "auto", weights: Sequence[str] = ()) 
                 repeats = 2 if (quick or cpu_slow) else (5 if not is_cuda else 20)
                 seg.segment(x)  # warm-up (allocations, kernels, cudnn choice)
                 paths: list[tuple[str, Any]] = [("host", lambda x=x, seg=seg: seg.segment(x))]
-                if is_cuda and name.startswith("unet"):
+                if is_cuda and kind == "unet":
                     xt = torch.from_numpy(x.astype(np.int32)).to(dev)
                     seg_t = seg.segment_tensor  # type: ignore[attr-defined]
                     seg_t(xt)

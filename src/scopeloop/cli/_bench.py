@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import BadInput, cli_errors
+from ._common import BadInput, cli_errors, require_files
 
 # name -> module under scopeloop.bench exposing `run(quick: bool, device: str) -> dict`
 BENCHMARKS = {
@@ -34,9 +34,7 @@ def bench(
         unknown = [n for n in chosen if n not in BENCHMARKS]
         if unknown:
             raise BadInput(f"unknown benchmark {unknown[0]!r}; choose from {list(BENCHMARKS)}")
-        for w in weights or []:
-            if not w.is_file():
-                raise BadInput(f"--weights {str(w)!r}: no such file")
+        weights = require_files("--weights", weights)
         out.mkdir(parents=True, exist_ok=True)
         for name in chosen:
             try:
@@ -46,7 +44,7 @@ def bench(
                 continue
             options = {}
             if weights and "weights" in inspect.signature(module.run).parameters:
-                options["weights"] = [str(w) for w in weights]
+                options["weights"] = weights
             result = module.run(quick=quick, device=device, **options)
             path = out / f"{name}.json"
             path.write_text(json.dumps(result, indent=2))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import typer
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "BadInput", "cli_errors", "state"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "BadInput", "cli_errors", "require_files", "state"]
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
@@ -26,6 +27,14 @@ state = _State()
 
 class BadInput(Exception):
     """User input (file, option, value) is wrong; message says what and where."""
+
+
+def require_files(option: str, paths: Sequence[Path] | None) -> list[Path]:
+    """``paths`` as a list, refused with :class:`BadInput` if one is not a file."""
+    for path in paths or []:
+        if not path.is_file():
+            raise BadInput(f"{option} {str(path)!r}: no such file")
+    return list(paths or [])
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import BadInput, cli_errors
+from ._common import BadInput, cli_errors, require_files
 
 
 def evaluate(
@@ -84,13 +84,11 @@ def evaluate(
             raise BadInput("give a RUN folder to score, or --segmenter NAME to score segmenters")
         if run is not None and (segmenter or weights):
             raise BadInput("give either a RUN folder or --segmenter/--weights, not both")
-        for w in weights or []:
-            if not w.is_file():
-                raise BadInput(f"--weights {str(w)!r}: no such file")
+        weights = require_files("--weights", weights)
         if segmenter or weights:
             _evaluate_segmenters(
                 segmenters=list(segmenter or []),
-                weights=list(weights or []),
+                weights=weights,
                 sets=list(test_set or []),
                 folder=folder,
                 device=device,

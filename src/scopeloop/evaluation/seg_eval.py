@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from scopeloop.analysis.metrics import THRESHOLDS, aggregate, score_image
-from scopeloop.analysis.segmenter import get_segmenter
+from scopeloop.analysis.segmenter import get_segmenter, segmenter_entries
 
 __all__ = ["evaluate_segmenters", "evaluate_segmenters_cli", "load_sets"]
 
@@ -43,18 +43,6 @@ def load_sets(
     return out
 
 
-def _entries(
-    segmenters: Sequence[str], weights: Sequence[str | Path]
-) -> list[tuple[str, str, dict[str, Any]]]:
-    """(row label, registry name, options): each weights file is one more U-Net."""
-    out: list[tuple[str, str, dict[str, Any]]] = [(n, n, {}) for n in segmenters]
-    for w in weights:
-        if not Path(w).is_file():
-            raise FileNotFoundError(f"--weights {str(w)!r}: no such file")
-        out.append((f"unet:{w}", "unet", {"weights": Path(w)}))
-    return out
-
-
 def evaluate_segmenters(
     segmenters: Sequence[str],
     data: dict[str, list[Pair]],
@@ -68,7 +56,7 @@ def evaluate_segmenters(
     ``weights`` adds a U-Net with those weights, keyed ``unet:<path>``.
     """
     results: dict[str, Any] = {}
-    for name, kind, options in _entries(segmenters, weights):
+    for name, kind, options in segmenter_entries(segmenters, weights):
         seg = get_segmenter(kind, device=device, **options)
         results[name] = {"device": seg.device}
         for set_name, pairs in data.items():
