@@ -17,6 +17,7 @@ from scopeloop.analysis.training import (
     save_unet,
     train_unet,
     unet_targets,
+    widen_unet,
 )
 from scopeloop.analysis.unet import UNet, load_unet
 from scopeloop.cli.main import app
@@ -125,6 +126,52 @@ def test_cli_trains_a_network_of_the_requested_width(tmp_path: Path) -> None:
     assert model.channels == (4, 8, 8, 16, 16) and "--channels 4,8,8,16,16" in meta["command"]
     bad = CliRunner().invoke(app, [*args, "--channels", "16,32,wide"])
     assert bad.exit_code == 2 and "--channels '16,32,wide'" in bad.output
+
+
+def test_a_widened_network_computes_what_the_trained_one_did_and_then_learns() -> None:
+    torch.manual_seed(0)
+    narrow = UNet((4, 4, 8, 8, 8))
+    with torch.no_grad():  # trained-looking batch-norm statistics, not the identity
+        for m in narrow.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.bias.uniform_(-0.2, 0.2)
+    narrow.eval()
+    wide = widen_unet(narrow, (8, 8, 16, 16, 32), seed=1)
+    assert wide.channels == (8, 8, 16, 16, 32)
+    assert sum(p.numel() for p in wide.parameters()) > 3 * sum(
+        p.numel() for p in narrow.parameters()
+    )
+    x = torch.randn(2, 1, 48, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x), narrow(x))
+    # the new filters are live: one optimisation step changes the outputs
+    opt = torch.optim.SGD(wide.parameters(), lr=0.1)
+    wide.train()
+    wide(x).square().mean().backward()  # type: ignore[no-untyped-call]
+    opt.step()
+    wide.eval()
+    with torch.no_grad():
+        assert not torch.allclose(wide(x), narrow(x))
+    with pytest.raises(ValueError, match="can only widen"):
+        widen_unet(narrow, (2, 4, 8, 8, 8))
+
+
+def test_cli_widens_the_starting_network_on_request(tmp_path: Path) -> None:
+    init = save_unet(UNet((4, 4, 8, 8, 8)), tmp_path / "init" / "unet.pt", {"seed": 0})
+    args = [
+        "train", "--what", "unet", "--init", str(init), "--n-images", "6", "--size", "64",
+        "--steps", "2", "--batch", "2", "--crop", "64", "--threads", "1",
+    ]  # fmt: skip
+    out = tmp_path / "wide"
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--channels", "8,8,16,16,16"])
+    assert result.exit_code == 0, result.output
+    model, meta = load_unet(out / "unet.pt")
+    assert model.channels == (8, 8, 16, 16, 16)
+    assert meta["init_from"]["widened_from"] == [4, 4, 8, 8, 8]
+    bad = CliRunner().invoke(app, [*args, "--out", str(out), "--channels", "2,4,8,8,8"])
+    assert bad.exit_code == 2 and "can only widen" in bad.output
 
 
 def test_cli_rejects_bad_folder(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "train_unet",
     "tune_thresholds",
     "unet_targets",
+    "widen_unet",
 ]
 
 #: one training example: (image, instance labels)
@@ -373,6 +374,56 @@ def tune_thresholds(
         "min_confidence": best["confidence"], "min_size_px": min_size_px,
         "ap50": best["ap50"], "n_images": len(pairs), "grid": grid,
     }  # fmt: skip
+
+
+def widen_unet(model: UNet, channels: Sequence[int], seed: int = 0) -> UNet:
+    """A wider copy of a trained U-Net that computes exactly what it computed.
+
+    Each level keeps the old filters and gains new ones (randomly initialised,
+    as in a fresh network). Weights from new channels into old ones start at
+    zero, so the old outputs, and the two heads, are unchanged until training
+    moves them (function-preserving widening in the manner of Net2Net). Lets a
+    long-trained network grow instead of starting again from scratch.
+    """
+    old = tuple(model.channels)
+    new = tuple(int(c) for c in channels)
+    if len(new) != len(old) or any(n < o for n, o in zip(new, old, strict=True)):
+        raise ValueError(
+            f"channels {list(new)}: can only widen a network, level by level, "
+            f"from its {list(old)}"
+        )
+    torch.manual_seed(seed)
+    wide = UNet(new)
+    src = dict(model.state_dict())
+
+    def in_index(block: str) -> list[int]:
+        # where each old input channel of a block's first conv sits in the wide one
+        kind, i = block.split(".")[0], int(block.split(".")[1])
+        if kind == "down":
+            return list(range(old[i - 1] if i else 1))
+        lvl = len(old) - 2 - i  # up blocks run from the coarsest level back to the finest
+        return list(range(old[lvl + 1])) + [new[lvl + 1] + j for j in range(old[lvl])]
+
+    with torch.no_grad():
+        for name, dst in wide.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                dst.copy_(src[name])
+                continue
+            w = src[name]
+            if name.startswith("head."):
+                if name.endswith("weight"):
+                    dst.zero_()
+                    dst[:, : w.shape[1]] = w
+                else:
+                    dst.copy_(w)
+                continue
+            if w.dim() == 4:  # conv: old outputs read only old inputs
+                idx = in_index(name) if name.split(".")[2] == "0" else list(range(w.shape[1]))
+                dst[: w.shape[0]] = 0.0
+                dst[: w.shape[0], idx] = w
+            else:  # batch norm of the old channels
+                dst[: w.shape[0]] = w
+    return wide.eval()
 
 
 def save_unet(model: UNet, path: str | Path, meta: dict[str, Any]) -> Path:

@@ -83,7 +83,8 @@ def train(
     channels: str | None = typer.Option(
         None,
         help="U-Net feature channels per level, finest first, comma-separated "
-        "(default 8,16,32,64,128; a new network only, --init brings its own).",
+        "(default 8,16,32,64,128). With --init or --data: widen the starting network "
+        "to these, keeping what it computes.",
     ),
     seed: int = typer.Option(0, help="Random seed (data, split, initialisation)."),
     threads: int = typer.Option(2, help="CPU threads for torch."),
@@ -105,8 +106,6 @@ def train(
         if crop % 16:
             raise BadInput(f"--crop {crop}: must be a multiple of 16")
         widths = _parse_channels(channels)
-        if widths is not None and (init is not None or data is not None):
-            raise BadInput("--channels: a network started from weights keeps their channels")
         torch.set_num_threads(max(1, threads))
         dev = select_device(device)
         out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +158,7 @@ def _train_unet(
         train_unet,
         tune_thresholds,
     )
-    from scopeloop.analysis.unet import UNet, UNetSegmenter, load_unet
+    from scopeloop.analysis.unet import UNet, UNetSegmenter
 
     model = None
     init_meta: dict[str, Any] | None = None
@@ -171,7 +170,7 @@ def _train_unet(
         train_p, val_p, test_p = split_pairs(pairs, 0.15, 0.15, seed)
         if not val_p:
             val_p = train_p[:1]
-        model, init_meta = load_unet(init)  # None -> shipped weights
+        model, init_meta = _start_from(init, widths, seed)  # None -> shipped weights
         recipe = {"source": "folder", "folder": str(data), "n_pairs": len(pairs)}
         peak_lr = lr if lr is not None else 5e-4
     else:
@@ -189,7 +188,7 @@ def _train_unet(
             f"(train {len(train_p)}, validation {len(val_p)}, test {len(test_p)})"
         )
         if init is not None:
-            model, init_meta = load_unet(init)
+            model, init_meta = _start_from(init, widths, seed)
         elif widths is not None:
             import torch
 
@@ -252,6 +251,23 @@ def _train_unet(
         f"unet: saved {path} ({path.stat().st_size / 1e6:.1f} MB); best step {res.best_step}, "
         f"test AP@0.5 {ap50 if ap50 is None else round(ap50, 3)}"
     )
+
+
+def _start_from(
+    init: Path | None, widths: tuple[int, ...] | None, seed: int
+) -> tuple[Any, dict[str, Any]]:
+    """Load the starting U-Net, widened to ``widths`` when they are given."""
+    from scopeloop.analysis.training import widen_unet
+    from scopeloop.analysis.unet import load_unet
+
+    model, meta = load_unet(init)
+    if widths is not None and widths != tuple(model.channels):
+        try:
+            model = widen_unet(model, widths, seed=seed)
+        except ValueError as exc:
+            raise BadInput(f"--channels {','.join(map(str, widths))}: {exc}") from None
+        meta = {**meta, "widened_from": list(meta.get("channels", ()))}
+    return model, meta
 
 
 def _train_classifier(
