@@ -389,8 +389,7 @@ def widen_unet(model: UNet, channels: Sequence[int], seed: int = 0) -> UNet:
     new = tuple(int(c) for c in channels)
     if len(new) != len(old) or any(n < o for n, o in zip(new, old, strict=True)):
         raise ValueError(
-            f"channels {list(new)}: can only widen a network, level by level, "
-            f"from its {list(old)}"
+            f"channels {list(new)}: can only widen a network, level by level, from its {list(old)}"
         )
     torch.manual_seed(seed)
     wide = UNet(new)
