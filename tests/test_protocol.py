@@ -166,5 +166,10 @@ def test_fine_tuned_weights_are_found_beside_the_protocol(tmp_path: Path) -> Non
     with pytest.raises(ProtocolError, match=r"analysis.weights: no weights file at .*elsewhere"):
         load_protocol(_write(tmp_path, data))
     data["analysis"] = {"segmenter": "classical", "weights": "my_weights/unet.pt"}
-    with pytest.raises(ProtocolError, match="weights are for the 'unet' segmenter"):
+    with pytest.raises(ProtocolError, match="weights are for segmenters with a trained model"):
         load_protocol(_write(tmp_path, data))
+    # other segmenters' models travel the same way: a StarDist model is a folder
+    (tmp_path / "stardist_model").mkdir()
+    data["analysis"] = {"segmenter": "stardist", "weights": "stardist_model"}
+    sd = load_protocol(_write(tmp_path, data))
+    assert sd.analysis.weights == str((tmp_path / "stardist_model").resolve())

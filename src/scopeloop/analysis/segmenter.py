@@ -150,13 +150,28 @@ def get_segmenter(name: str, device: str = "auto", **options: Any) -> Segmenter:
     return factory(device=device, **options)
 
 
+def parse_weights(spec: str | Path) -> tuple[str, Path]:
+    """``"[SEGMENTER=]PATH"`` -> (segmenter, path); a bare path is U-Net weights.
+
+    e.g. ``bioimageio=model.zip`` (a bioimage.io package), ``cellpose=my_model``.
+    """
+    text = str(spec)
+    name, sep, rest = text.partition("=")
+    if sep and name in available_segmenters():
+        return name, Path(rest)
+    return "unet", Path(text)
+
+
 def segmenter_entries(
     names: Sequence[str], weights: Sequence[str | Path] = ()
 ) -> list[tuple[str, str, dict[str, Any]]]:
-    """``(label, registry name, options)`` for ``names`` plus one U-Net per weights
-    file, labelled ``unet:<path>`` (so several weights can be compared side by side)."""
+    """``(label, registry name, options)`` for ``names`` plus one segmenter per
+    weights entry (see :func:`parse_weights`), labelled ``<segmenter>:<path>``, so
+    several trained models can be compared side by side."""
     out: list[tuple[str, str, dict[str, Any]]] = [(n, n, {}) for n in names]
-    out += [(f"unet:{w}", "unet", {"weights": Path(w)}) for w in weights]
+    for spec in weights:
+        kind, path = parse_weights(spec)
+        out.append((f"{kind}:{path}", kind, {"weights": path}))
     return out
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import BadInput, cli_errors, require_files
+from ._common import BadInput, cli_errors, require_weights
 
 # name -> module under scopeloop.bench exposing `run(quick: bool, device: str) -> dict`
 BENCHMARKS = {
@@ -25,7 +25,10 @@ def bench(
     device: str = typer.Option("auto", help="Torch device for analysis benchmarks."),
     out: Path = typer.Option(Path("bench_results"), help="Folder for the JSON results."),
     weights: list[Path] = typer.Option(
-        None, "--weights", help="Also time a U-Net with these weights (segmentation; repeatable)."
+        None,
+        "--weights",
+        help="Also time this trained model (segmentation; repeatable): U-Net weights, "
+        "or SEGMENTER=PATH as for scopeloop evaluate.",
     ),
 ) -> None:
     """Run speed benchmarks; print the figures and write one JSON file per benchmark."""
@@ -34,7 +37,7 @@ def bench(
         unknown = [n for n in chosen if n not in BENCHMARKS]
         if unknown:
             raise BadInput(f"unknown benchmark {unknown[0]!r}; choose from {list(BENCHMARKS)}")
-        weights = require_files("--weights", weights)
+        weights = require_weights("--weights", weights)
         out.mkdir(parents=True, exist_ok=True)
         for name in chosen:
             try:

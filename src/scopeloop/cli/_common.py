@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "BadInput", "cli_errors", "require_files", "state"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "BadInput", "cli_errors", "require_weights", "state"]
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
@@ -29,12 +29,18 @@ class BadInput(Exception):
     """User input (file, option, value) is wrong; message says what and where."""
 
 
-def require_files(option: str, paths: Sequence[Path] | None) -> list[Path]:
-    """``paths`` as a list, refused with :class:`BadInput` if one is not a file."""
-    for path in paths or []:
-        if not path.is_file():
-            raise BadInput(f"{option} {str(path)!r}: no such file")
-    return list(paths or [])
+def require_weights(option: str, specs: Sequence[Path] | None) -> list[Path]:
+    """``[SEGMENTER=]PATH`` entries, refused with :class:`BadInput` if the model is
+    missing (a file, or a folder for StarDist) or the segmenter takes none."""
+    from scopeloop.analysis.segmenter import parse_weights
+
+    for spec in specs or []:
+        kind, path = parse_weights(spec)
+        if kind == "classical":
+            raise BadInput(f"{option} {str(spec)!r}: the classical segmenter has no weights")
+        if not path.exists():
+            raise BadInput(f"{option} {str(spec)!r}: no such file or folder {str(path)!r}")
+    return list(specs or [])
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import BadInput, cli_errors, require_files
+from ._common import BadInput, cli_errors, require_weights
 
 
 def evaluate(
@@ -55,8 +55,9 @@ def evaluate(
         list[Path] | None,
         typer.Option(
             "--weights",
-            help="U-Net weights file (from scopeloop train) to score as one more segmenter; "
-            "repeat to compare several.",
+            help="A trained model to score as one more segmenter: U-Net weights from "
+            "scopeloop train, or SEGMENTER=PATH (bioimageio=model.zip, cellpose=FILE, "
+            "stardist=FOLDER); repeat to compare several.",
         ),
     ] = None,
     test_set: Annotated[
@@ -84,7 +85,7 @@ def evaluate(
             raise BadInput("give a RUN folder to score, or --segmenter NAME to score segmenters")
         if run is not None and (segmenter or weights):
             raise BadInput("give either a RUN folder or --segmenter/--weights, not both")
-        weights = require_files("--weights", weights)
+        weights = require_weights("--weights", weights)
         if segmenter or weights:
             _evaluate_segmenters(
                 segmenters=list(segmenter or []),

@@ -138,8 +138,10 @@ class AnalysisSpec(_Model):
     weights: str | None = Field(
         None,
         min_length=1,
-        description="U-Net weights file from `scopeloop train` (e.g. fine-tuned on your "
-        "own masks), relative to the protocol file; None: the shipped weights.",
+        description="The trained model the segmenter loads, relative to the protocol file: "
+        "U-Net weights from `scopeloop train` (e.g. fine-tuned on your own masks), a "
+        "bioimage.io package (rdf.yaml or zip), a Cellpose model file or a StarDist model "
+        "folder. None: the shipped U-Net weights, or the adapter's own default model.",
     )
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.")
     channel: str | None = Field(
@@ -150,11 +152,12 @@ class AnalysisSpec(_Model):
     )
 
     @model_validator(mode="after")
-    def _weights_need_the_unet(self) -> AnalysisSpec:
-        if self.weights is not None and self.segmenter != "unet":
+    def _weights_need_a_model(self) -> AnalysisSpec:
+        if self.weights is not None and self.segmenter == "classical":
             raise ValueError(
-                f"weights are for the 'unet' segmenter, not {self.segmenter!r} "
-                "(remove analysis.weights or set analysis.segmenter: unet)"
+                "weights are for segmenters with a trained model (unet, bioimageio, cellpose, "
+                "stardist), not 'classical' (remove analysis.weights or change "
+                "analysis.segmenter)"
             )
         return self
 
@@ -352,7 +355,7 @@ def load_protocol(path: str | Path) -> Protocol:
     if weights is not None:
         # relative to the protocol file, so a protocol and its weights travel together
         w = (p.parent / weights).resolve()
-        if not w.is_file():
+        if not w.exists():  # a file, or a folder (StarDist)
             raise ProtocolError(
                 str(p), [f"analysis.weights: no weights file at {str(w)!r} (got {weights!r})"]
             )
