@@ -37,7 +37,10 @@ def _relabel(lab: NDArray[Any]) -> NDArray[np.int32]:
 
 
 class CellposeSegmenter:
-    """Cellpose (``pip install 'scopeloop[cellpose]'``); nuclei model by default.
+    """Cellpose (``pip install 'scopeloop[cellpose]'``).
+
+    Cellpose 3: the ``nuclei`` model by default. Cellpose 4 has one generalist
+    model and ignores ``model_type`` (it logs a warning saying so).
 
     Parameters
     ----------
