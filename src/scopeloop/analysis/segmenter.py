@@ -24,6 +24,7 @@ __all__ = [
     "as_batch",
     "available_segmenters",
     "get_segmenter",
+    "parse_weights",
     "register_segmenter",
     "segmenter_entries",
     "select_device",

@@ -51,8 +51,9 @@ def run(
 ) -> dict[str, Any]:
     """Time every built-in segmenter; print a table and return the figures.
 
-    Each file in ``weights`` adds a U-Net with those weights (e.g. a wider
-    network from ``scopeloop train --channels``), named ``unet:<path>``.
+    Each ``weights`` entry (``[SEGMENTER=]PATH``, a bare path being U-Net weights,
+    e.g. a wider network from ``scopeloop train --channels``) adds that segmenter
+    with that model, named ``<segmenter>:<path>``.
     """
     import torch
 

@@ -262,11 +262,12 @@ def _start_from(
 
     model, meta = load_unet(init)
     if widths is not None and widths != tuple(model.channels):
+        narrow = list(model.channels)  # from the network itself: older records lack it
         try:
             model = widen_unet(model, widths, seed=seed)
         except ValueError as exc:
             raise BadInput(f"--channels {','.join(map(str, widths))}: {exc}") from None
-        meta = {**meta, "widened_from": list(meta.get("channels", ()))}
+        meta = {**meta, "widened_from": narrow}
     return model, meta
 
 

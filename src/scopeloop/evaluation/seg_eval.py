@@ -53,7 +53,8 @@ def evaluate_segmenters(
 
     Each set's entry holds the pooled scores (:func:`~scopeloop.analysis.metrics.aggregate`),
     the per-image scores and the segmentation time per image. Each file in
-    ``weights`` adds a U-Net with those weights, keyed ``unet:<path>``.
+    Each ``weights`` entry (``[SEGMENTER=]PATH``, a bare path being U-Net weights)
+    adds that segmenter with that model, keyed ``<segmenter>:<path>``.
     """
     results: dict[str, Any] = {}
     for name, kind, options in segmenter_entries(segmenters, weights):
@@ -103,8 +104,9 @@ def evaluate_segmenters_cli(
     json_out : Path, optional
         Also write all scores (per image included) here.
     weights : paths
-        U-Net weights files (e.g. from ``scopeloop train --data``), each scored
-        as one more segmenter beside ``segmenters``.
+        Trained models as ``[SEGMENTER=]PATH`` (U-Net weights from ``scopeloop
+        train --data`` when bare), each scored as one more segmenter beside
+        ``segmenters``.
 
     Returns
     -------
