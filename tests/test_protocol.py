@@ -168,6 +168,13 @@ def test_fine_tuned_weights_are_found_beside_the_protocol(tmp_path: Path) -> Non
     data["analysis"] = {"segmenter": "classical", "weights": "my_weights/unet.pt"}
     with pytest.raises(ProtocolError, match="weights are for segmenters with a trained model"):
         load_protocol(_write(tmp_path, data))
+    data["analysis"] = {"segmenter": "classical", "tta": True}
+    with pytest.raises(ProtocolError, match=r"tta .* is a U-Net option, not 'classical'"):
+        load_protocol(_write(tmp_path, data))
+    data["analysis"] = {"segmenter": "unet", "weights": "my_weights/unet.pt", "tta": True}
+    proto = load_protocol(_write(tmp_path, data))
+    seg = RunController(proto, core=None, out_dir=tmp_path / "run")._make_segmenter()  # type: ignore[arg-type]
+    assert seg.tta and seg.weights_path == weights.resolve()  # type: ignore[attr-defined]
     # other segmenters' models travel the same way: a StarDist model is a folder
     (tmp_path / "stardist_model").mkdir()
     data["analysis"] = {"segmenter": "stardist", "weights": "stardist_model"}

@@ -128,6 +128,23 @@ def test_evaluate_cli_scores_weights_files_beside_the_shipped_unet(tmp_path) -> 
     assert bad.exit_code == 2 and "none.pt" in bad.output and "no such file" in bad.output
 
 
+def test_evaluate_cli_scores_each_unet_with_and_without_flip_averaging(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from typer.testing import CliRunner
+
+    from scopeloop.cli.main import app
+
+    out = tmp_path / "scores.json"
+    args = ["evaluate", "-s", "unet", "-s", "classical", "--set", "sparse", "--n-images", "1"]
+    res = CliRunner().invoke(app, [*args, "--device", "cpu", "--tta", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    scores = json.loads(out.read_text())["results"]
+    # the U-Net twice, side by side; classical has no such option
+    assert list(scores) == ["unet", "unet+tta", "classical"]
+    assert scores["unet+tta"]["sparse"]["ap"]["0.5"] > 0.5
+
+
 def test_bench_refuses_a_missing_weights_file_before_timing_anything(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from typer.testing import CliRunner
 

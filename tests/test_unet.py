@@ -116,6 +116,27 @@ def test_shipped_weights_same_answer_for_uint8_and_uint16() -> None:
     assert score_image(a, b).ap[0.5] > 0.9
 
 
+@needs_weights
+def test_flip_averaging_gives_the_same_answer_for_a_flipped_frame(crowded: list) -> None:
+    s = crowded[0]
+    plain = get_segmenter("unet", device="cpu")
+    tta = get_segmenter("unet", device="cpu", tta=True)
+    # not square, so a flip along the wrong axis shows
+    t, _ = tta.to_device(s.image[:, 8:248])  # type: ignore[attr-defined]
+    fg, centre = tta.predict_maps(t)  # type: ignore[attr-defined]
+    for dims in ((-1,), (-2,)):
+        fg_f, centre_f = tta.predict_maps(t.flip(dims))  # type: ignore[attr-defined]
+        torch.testing.assert_close(fg_f.flip(dims), fg, atol=1e-5, rtol=0)
+        torch.testing.assert_close(centre_f.flip(dims), centre, atol=1e-5, rtol=0)
+    fg_plain, _ = plain.predict_maps(t)  # type: ignore[attr-defined]
+    assert float((fg_plain - fg).abs().max()) > 0.01  # the option is not ignored
+    # an odd size: padded to a multiple of 16, and the padding undone the same way per flip
+    img, gt = s.image[3:253, 10:240], s.labels[3:253, 10:240]
+    ap_tta = score_image(gt, tta.segment(img)).ap[0.5]
+    ap_plain = score_image(gt, plain.segment(img)).ap[0.5]
+    assert ap_tta > 0.65 and ap_tta >= ap_plain - 0.03, (ap_tta, ap_plain)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @needs_weights
 def test_cuda_half_precision_matches_cpu(crowded: list) -> None:

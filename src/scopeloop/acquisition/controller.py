@@ -339,7 +339,9 @@ class RunController:
             from scopeloop.analysis.segmenter import get_segmenter
         except ImportError as exc:  # pragma: no cover - the analysis package is part of scopeloop
             raise RuntimeError(f"no segmenter available: {exc}") from exc
-        options = {"weights": an.weights} if an.weights is not None else {}
+        options: dict[str, object] = {"weights": an.weights} if an.weights is not None else {}
+        if an.tta:
+            options["tta"] = True
         return get_segmenter(an.segmenter, device=an.device, **options)
 
     def _write_log(self, record: dict[str, Any]) -> None:

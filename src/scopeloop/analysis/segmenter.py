@@ -164,16 +164,27 @@ def parse_weights(spec: str | Path) -> tuple[str, Path]:
 
 
 def segmenter_entries(
-    names: Sequence[str], weights: Sequence[str | Path] = ()
+    names: Sequence[str], weights: Sequence[str | Path] = (), tta: bool = False
 ) -> list[tuple[str, str, dict[str, Any]]]:
     """``(label, registry name, options)`` for ``names`` plus one segmenter per
     weights entry (see :func:`parse_weights`), labelled ``<segmenter>:<path>``, so
-    several trained models can be compared side by side."""
+    several trained models can be compared side by side.
+
+    With ``tta``, every U-Net entry is followed by the same network with
+    test-time flip averaging, labelled ``<label>+tta``.
+    """
     out: list[tuple[str, str, dict[str, Any]]] = [(n, n, {}) for n in names]
     for spec in weights:
         kind, path = parse_weights(spec)
         out.append((f"{kind}:{path}", kind, {"weights": path}))
-    return out
+    if not tta:
+        return out
+    with_tta: list[tuple[str, str, dict[str, Any]]] = []
+    for label, kind, options in out:
+        with_tta.append((label, kind, options))
+        if kind == "unet":
+            with_tta.append((f"{label}+tta", kind, {**options, "tta": True}))
+    return with_tta
 
 
 def as_batch(frames: NDArray[Any]) -> tuple[NDArray[Any], bool]:

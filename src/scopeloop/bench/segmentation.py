@@ -47,13 +47,17 @@ def _time(fn: Any, repeats: int, sync: Any = None) -> list[float]:
 
 
 def run(
-    quick: bool = False, device: str = "auto", weights: Sequence[str | Path] = ()
+    quick: bool = False,
+    device: str = "auto",
+    weights: Sequence[str | Path] = (),
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Time every built-in segmenter; print a table and return the figures.
 
     Each ``weights`` entry (``[SEGMENTER=]PATH``, a bare path being U-Net weights,
     e.g. a wider network from ``scopeloop train --channels``) adds that segmenter
-    with that model, named ``<segmenter>:<path>``.
+    with that model, named ``<segmenter>:<path>``. With ``tta``, each U-Net is
+    also timed with test-time flip averaging (``<name>+tta``).
     """
     import torch
 
@@ -67,7 +71,7 @@ def run(
     print(f"device: {dev}" + (f" ({torch.cuda.get_device_name()})" if is_cuda else ""))
     print(f"{'segmenter':>10} {'size':>5} {'batch':>5} {'path':>7} {'ms/call':>9} "
           f"{'ms/frame':>9} {'frames/s':>9}")  # fmt: skip
-    for name, kind, options in segmenter_entries(("classical", "unet"), weights):
+    for name, kind, options in segmenter_entries(("classical", "unet"), weights, tta):
         try:
             seg = get_segmenter(kind, device=dev, **options)
         except FileNotFoundError as exc:

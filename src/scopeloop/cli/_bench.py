@@ -30,6 +30,9 @@ def bench(
         help="Also time this trained model (segmentation; repeatable): U-Net weights, "
         "or SEGMENTER=PATH as for scopeloop evaluate.",
     ),
+    tta: bool = typer.Option(
+        False, "--tta", help="Also time each U-Net with test-time flip averaging (segmentation)."
+    ),
 ) -> None:
     """Run speed benchmarks; print the figures and write one JSON file per benchmark."""
     with cli_errors():
@@ -45,9 +48,11 @@ def bench(
             except ModuleNotFoundError as exc:
                 typer.echo(f"{name}: not available ({exc})", err=True)
                 continue
-            options = {}
+            options: dict[str, object] = {}
             if weights and "weights" in inspect.signature(module.run).parameters:
                 options["weights"] = weights
+            if tta and "tta" in inspect.signature(module.run).parameters:
+                options["tta"] = True
             result = module.run(quick=quick, device=device, **options)
             path = out / f"{name}.json"
             path.write_text(json.dumps(result, indent=2))

@@ -75,6 +75,14 @@ def evaluate(
         int | None, typer.Option("--n-images", min=1, help="Images per generated set.")
     ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Small sets, for a fast look.")] = False,
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta",
+            help="Also score each U-Net with test-time flip averaging (4 passes per frame), "
+            "beside the plain one.",
+        ),
+    ] = False,
     seed: Annotated[
         int, typer.Option("--seed", min=0, help="Test-set seed offset (0 = the published sets).")
     ] = 0,
@@ -97,6 +105,7 @@ def evaluate(
                 json_out=json_out,
                 quick=quick,
                 seed=seed,
+                tta=tta,
             )
             return
         assert run is not None

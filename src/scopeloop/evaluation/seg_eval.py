@@ -48,16 +48,18 @@ def evaluate_segmenters(
     data: dict[str, list[Pair]],
     device: str = "auto",
     weights: Sequence[str | Path] = (),
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Score each segmenter on each set; returns ``{segmenter: {set: scores}}``.
 
     Each set's entry holds the pooled scores (:func:`~scopeloop.analysis.metrics.aggregate`),
     the per-image scores and the segmentation time per image. Each file in
     Each ``weights`` entry (``[SEGMENTER=]PATH``, a bare path being U-Net weights)
-    adds that segmenter with that model, keyed ``<segmenter>:<path>``.
+    adds that segmenter with that model, keyed ``<segmenter>:<path>``. With
+    ``tta``, each U-Net is also scored with test-time flip averaging (``<name>+tta``).
     """
     results: dict[str, Any] = {}
-    for name, kind, options in segmenter_entries(segmenters, weights):
+    for name, kind, options in segmenter_entries(segmenters, weights, tta):
         seg = get_segmenter(kind, device=device, **options)
         results[name] = {"device": seg.device}
         for set_name, pairs in data.items():
@@ -85,6 +87,7 @@ def evaluate_segmenters_cli(
     folder: Path | None = None,
     quick: bool = False,
     weights: Sequence[Path] = (),
+    tta: bool = False,
 ) -> int:
     """Score segmenters and print a table (what ``scopeloop evaluate --segmenter`` runs).
 
@@ -107,6 +110,8 @@ def evaluate_segmenters_cli(
         Trained models as ``[SEGMENTER=]PATH`` (U-Net weights from ``scopeloop
         train --data`` when bare), each scored as one more segmenter beside
         ``segmenters``.
+    tta : bool
+        Also score each U-Net with test-time flip averaging, side by side.
 
     Returns
     -------
@@ -141,7 +146,7 @@ def evaluate_segmenters_cli(
     console = Console()
     if not console.is_terminal:  # piped to a file: do not squeeze the table to 80 columns
         console = Console(width=150)
-    results = evaluate_segmenters(segmenters, data, device, weights)
+    results = evaluate_segmenters(segmenters, data, device, weights, tta)
     table = Table(title="Segmentation scores (pooled over images; AP = TP/(TP+FP+FN))")
     for col in ("segmenter", "set", "images", "objects"):
         table.add_column(col)

@@ -143,6 +143,12 @@ class AnalysisSpec(_Model):
         "bioimage.io package (rdf.yaml or zip), a Cellpose model file or a StarDist model "
         "folder. None: the shipped U-Net weights, or the adapter's own default model.",
     )
+    tta: bool = Field(
+        False,
+        description="U-Net only: average its maps over the frame and three flips (test-time "
+        "augmentation). A little more accurate, four network passes per frame: for a GPU, "
+        "or when frames come slowly.",
+    )
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.")
     channel: str | None = Field(
         None, description="Channel preset analysed (the nuclear marker); None: the first."
@@ -152,12 +158,17 @@ class AnalysisSpec(_Model):
     )
 
     @model_validator(mode="after")
-    def _weights_need_a_model(self) -> AnalysisSpec:
+    def _options_fit_the_segmenter(self) -> AnalysisSpec:
         if self.weights is not None and self.segmenter == "classical":
             raise ValueError(
                 "weights are for segmenters with a trained model (unet, bioimageio, cellpose, "
                 "stardist), not 'classical' (remove analysis.weights or change "
                 "analysis.segmenter)"
+            )
+        if self.tta and self.segmenter != "unet":
+            raise ValueError(
+                f"tta (test-time flip averaging) is a U-Net option, not {self.segmenter!r} "
+                "(remove analysis.tta or use analysis.segmenter: unet)"
             )
         return self
 
