@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scopeloop.analysis.metrics import aggregate, iou_matrix, score_image
+from scopeloop.analysis.metrics import aggregate, bootstrap_ap, iou_matrix, score_image
 
 
 def _squares(
@@ -61,3 +61,23 @@ def test_empty_images_and_pooled_aggregate() -> None:
     assert agg["recall"]["0.5"] == pytest.approx(3 / 4) and agg["precision"]["0.5"] == 1.0
     with pytest.raises(ValueError, match="shape"):
         score_image(gt, gt[:5])
+
+
+def test_pooled_ap_comes_with_an_interval_that_narrows_with_more_images() -> None:
+    gt = _squares([(0, 0, 10, 10), (20, 20, 10, 10), (0, 25, 8, 8)])
+    # images of varying quality: all found, one missed, two missed
+    scores = [
+        score_image(gt, gt),
+        score_image(gt, _squares([(0, 0, 10, 10), (20, 20, 10, 10)])),
+        score_image(gt, _squares([(0, 0, 10, 10)])),
+    ]
+    agg = aggregate(scores)
+    lo, hi = agg["ap_ci95"]["0.5"]
+    assert lo < agg["ap"]["0.5"] < hi  # 6/9 lies inside, and the images disagree
+    assert lo >= 1 / 3 and hi <= 1.0  # no resample is worse than the worst image
+    assert aggregate(scores)["ap_ci95"] == agg["ap_ci95"]  # deterministic
+    lo4, hi4 = aggregate(scores * 4)["ap_ci95"]["0.5"]
+    assert hi4 - lo4 < 0.7 * (hi - lo)  # four times the images, about half the width
+    # all images perfect: nothing to be unsure of
+    assert aggregate([scores[0]] * 5)["ap_ci95"]["0.5"] == [1.0, 1.0]
+    assert bootstrap_ap(scores, 0.5, n_boot=50).shape == (50,)

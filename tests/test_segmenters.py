@@ -143,6 +143,9 @@ def test_evaluate_cli_scores_each_unet_with_and_without_flip_averaging(tmp_path)
     # the U-Net twice, side by side; classical has no such option
     assert list(scores) == ["unet", "unet+tta", "classical"]
     assert scores["unet+tta"]["sparse"]["ap"]["0.5"] > 0.5
+    # with one set, the interval of the mean over sets is that set's interval
+    lo, hi = scores["unet+tta"]["mean_ap50_ci95"]
+    assert lo <= scores["unet+tta"]["mean_ap50_over_sets"] <= hi
 
 
 def test_bench_refuses_a_missing_weights_file_before_timing_anything(tmp_path) -> None:  # type: ignore[no-untyped-def]

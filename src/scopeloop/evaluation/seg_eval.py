@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from scopeloop.analysis.metrics import THRESHOLDS, aggregate, score_image
+from scopeloop.analysis.metrics import THRESHOLDS, aggregate, bootstrap_ap, score_image
 from scopeloop.analysis.segmenter import get_segmenter, segmenter_entries
 
 __all__ = ["evaluate_segmenters", "evaluate_segmenters_cli", "load_sets"]
@@ -53,7 +53,9 @@ def evaluate_segmenters(
     """Score each segmenter on each set; returns ``{segmenter: {set: scores}}``.
 
     Each set's entry holds the pooled scores (:func:`~scopeloop.analysis.metrics.aggregate`),
-    the per-image scores and the segmentation time per image. Each file in
+    the per-image scores and the segmentation time per image; each segmenter's
+    entry also holds ``mean_ap50_over_sets`` and its bootstrap 95 % interval
+    ``mean_ap50_ci95`` (images resampled within each set, sets independently).
     Each ``weights`` entry (``[SEGMENTER=]PATH``, a bare path being U-Net weights)
     adds that segmenter with that model, keyed ``<segmenter>:<path>``. With
     ``tta``, each U-Net is also scored with test-time flip averaging (``<name>+tta``).
@@ -62,7 +64,8 @@ def evaluate_segmenters(
     for name, kind, options in segmenter_entries(segmenters, weights, tta):
         seg = get_segmenter(kind, device=device, **options)
         results[name] = {"device": seg.device}
-        for set_name, pairs in data.items():
+        boot = []
+        for i, (set_name, pairs) in enumerate(data.items()):
             per_image = []
             t0 = time.perf_counter()
             for img, lab in pairs:
@@ -73,6 +76,12 @@ def evaluate_segmenters(
                 "s_per_image": dt,
                 "per_image": [s.as_dict() for s in per_image],
             }
+            boot.append(bootstrap_ap(per_image, 0.5, n_boot=1000, seed=i))
+        aps = [results[name][s]["ap"]["0.5"] for s in data]
+        results[name]["mean_ap50_over_sets"] = float(np.mean(aps)) if aps else None
+        if boot:
+            lo, hi = np.percentile(np.mean(boot, axis=0), (2.5, 97.5))
+            results[name]["mean_ap50_ci95"] = [float(lo), float(hi)]
     return results
 
 
@@ -145,30 +154,37 @@ def evaluate_segmenters_cli(
         data = load_sets(names, n, user_dir)
     console = Console()
     if not console.is_terminal:  # piped to a file: do not squeeze the table to 80 columns
-        console = Console(width=150)
+        console = Console(width=180)
     results = evaluate_segmenters(segmenters, data, device, weights, tta)
     table = Table(title="Segmentation scores (pooled over images; AP = TP/(TP+FP+FN))")
     for col in ("segmenter", "set", "images", "objects"):
         table.add_column(col)
     for t in THRESHOLDS:
         table.add_column(f"AP@{t:.1f}", justify="right")
+    table.add_column("AP@0.5 95% CI", justify="right", no_wrap=True, min_width=11)
     for col in ("F1@0.5", "P@0.5", "R@0.5", "mean IoU", "s/image"):
         table.add_column(col, justify="right")
+
+    def interval(lo_hi: list[float]) -> str:
+        return f"{lo_hi[0]:.3f}-{lo_hi[1]:.3f}"
+
     for seg_name in results:
-        aps = []
         for set_name in data:
             r = results[seg_name][set_name]
-            aps.append(r["ap"]["0.5"])
             table.add_row(
                 seg_name, set_name, str(r["n_images"]), str(r["n_true"]),
                 *(f"{r['ap'][f'{t:.1f}']:.3f}" for t in THRESHOLDS),
+                interval(r["ap_ci95"]["0.5"]),
                 f"{r['f1']['0.5']:.3f}", f"{r['precision']['0.5']:.3f}",
                 f"{r['recall']['0.5']:.3f}", f"{r['mean_matched_iou']:.3f}",
                 f"{r['s_per_image']:.3f}",
             )  # fmt: skip
-        results[seg_name]["mean_ap50_over_sets"] = float(np.mean(aps)) if aps else None
-        if len(aps) > 1:
-            table.add_row(seg_name, "[b]mean over sets[/b]", "", "", f"[b]{np.mean(aps):.3f}[/b]")
+        if len(data) > 1:
+            mean, ci = results[seg_name]["mean_ap50_over_sets"], results[seg_name]["mean_ap50_ci95"]
+            table.add_row(
+                seg_name, "[b]mean over sets[/b]", "", "", f"[b]{mean:.3f}[/b]", "", "", "", "",
+                interval(ci),
+            )  # fmt: skip
     console.print(table)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
