@@ -26,16 +26,26 @@ Pair = tuple[NDArray[Any], NDArray[np.integer]]
 
 
 def load_sets(
-    sets: Sequence[str], n_images: int, data_dir: Path | None = None, size: int = 256
+    sets: Sequence[str],
+    n_images: int,
+    data_dir: Path | None = None,
+    size: int = 256,
+    seed: int = 0,
 ) -> dict[str, list[Pair]]:
-    """Named generated test sets (fixed seeds) and, when given, a user folder."""
-    from scopeloop.simulation.synthetic import TEST_SETS, test_set
+    """Named generated test sets (fixed seeds) and, when given, a user folder.
+
+    ``seed`` shifts each set's fixed seeds by ``100_000 * seed``: 0 gives the
+    published sets, others independent draws of the same difficulty.
+    """
+    from scopeloop.simulation.synthetic import TEST_SETS, make_samples
 
     out: dict[str, list[Pair]] = {}
     for name in sets:
         if name not in TEST_SETS:
             raise ValueError(f"unknown test set {name!r}; choose from {', '.join(TEST_SETS)}")
-        out[name] = [(s.image, s.labels) for s in test_set(name, n_images, (size, size))]
+        recipe, base = TEST_SETS[name]
+        samples = make_samples(n_images, base + 100_000 * seed, (size, size), recipe)
+        out[name] = [(s.image, s.labels) for s in samples]
     if data_dir is not None:
         from scopeloop.analysis.training import load_folder
 
@@ -135,23 +145,7 @@ def evaluate_segmenters_cli(
     user_dir = data_dir if data_dir is not None else folder
     names = list(sets) if sets else ([] if user_dir is not None else list(TEST_SETS))
     n = n_images if n_images is not None else (6 if quick else 24)
-    if seed:
-        import dataclasses
-
-        from scopeloop.simulation.synthetic import make_samples
-
-        data: dict[str, list[Pair]] = {}
-        for name in names:
-            recipe, base = TEST_SETS[name]
-            data[name] = [
-                (s.image, s.labels)
-                for s in make_samples(n, base + 100_000 * seed, (256, 256), recipe)
-            ]
-        if user_dir is not None:
-            data.update(load_sets([], n, user_dir))
-        _ = dataclasses  # seeds documented in the JSON below
-    else:
-        data = load_sets(names, n, user_dir)
+    data = load_sets(names, n, user_dir, seed=seed)
     console = Console()
     if not console.is_terminal:  # piped to a file: do not squeeze the table to 80 columns
         console = Console(width=180)
