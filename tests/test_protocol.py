@@ -158,7 +158,7 @@ def test_fine_tuned_weights_are_found_beside_the_protocol(tmp_path: Path) -> Non
     proto = load_protocol(_write(tmp_path, data))
     assert proto.analysis.weights == str(weights.resolve())
     # the run segments with them, not with the shipped weights
-    seg = RunController(proto, core=None, out_dir=tmp_path / "run")._make_segmenter()  # type: ignore[arg-type]
+    seg = RunController(proto, core=None, out_dir=tmp_path / "run")._make_segmenter(0.65)  # type: ignore[arg-type]
     assert seg.weights_path == weights.resolve()  # type: ignore[attr-defined]
     assert seg.model.channels == (4, 4, 8, 8, 8)  # type: ignore[attr-defined]
 
@@ -173,8 +173,16 @@ def test_fine_tuned_weights_are_found_beside_the_protocol(tmp_path: Path) -> Non
         load_protocol(_write(tmp_path, data))
     data["analysis"] = {"segmenter": "unet", "weights": "my_weights/unet.pt", "tta": True}
     proto = load_protocol(_write(tmp_path, data))
-    seg = RunController(proto, core=None, out_dir=tmp_path / "run")._make_segmenter()  # type: ignore[arg-type]
+    seg = RunController(proto, core=None, out_dir=tmp_path / "run")._make_segmenter(0.65)  # type: ignore[arg-type]
     assert seg.tta and seg.weights_path == weights.resolve()  # type: ignore[attr-defined]
+    # 11 um nuclei at 40x (0.1625 um/px) are 68 px across: the U-Net bins frames by 2
+    data["analysis"] = {"segmenter": "unet", "nucleus_diameter_um": 11.0}
+    run = RunController(load_protocol(_write(tmp_path, data)), core=None, out_dir=tmp_path / "r")  # type: ignore[arg-type]
+    assert run._make_segmenter(0.1625).bin_factor == 2  # type: ignore[attr-defined]
+    assert run._make_segmenter(0.65).bin_factor == 1  # type: ignore[attr-defined]
+    data["analysis"] = {"segmenter": "classical", "nucleus_diameter_um": 11.0}
+    with pytest.raises(ProtocolError, match=r"nucleus_diameter_um is a U-Net option"):
+        load_protocol(_write(tmp_path, data))
     # other segmenters' models travel the same way: a StarDist model is a folder
     (tmp_path / "stardist_model").mkdir()
     data["analysis"] = {"segmenter": "stardist", "weights": "stardist_model"}

@@ -147,3 +147,32 @@ def test_cuda_half_precision_matches_cpu(crowded: list) -> None:
     lab_cpu = get_segmenter("unet", device="cpu").segment(frames)
     for g, c in zip(lab_gpu, lab_cpu, strict=True):
         assert score_image(c, g).ap[0.5] > 0.95
+
+
+def test_bin_factor_brings_large_nuclei_into_the_trained_range() -> None:
+    from scopeloop.analysis.unet import bin_factor
+
+    shipped = {"data": {"recipe": {"radius_px": [4.0, 22.0]}}}
+    assert bin_factor(None, shipped) == 1
+    assert bin_factor(30, shipped) == bin_factor(44, shipped) == bin_factor(5, shipped) == 1
+    assert bin_factor(68, shipped) == 2 and bin_factor(170, shipped) == 4
+    assert bin_factor(68, {"data": {"recipe": {"radius_px": [4.0, 40.0]}}}) == 1
+    assert bin_factor(68, {}) == 2  # fine-tuned on a folder: the synthetic range is assumed
+    with pytest.raises(ValueError, match="nucleus_diameter_px must be positive"):
+        bin_factor(0, shipped)
+
+
+def test_binned_segmentation_returns_full_size_labels() -> None:
+    from scopeloop.analysis.unet import UNetSegmenter
+
+    seg = UNetSegmenter(device="cpu", nucleus_diameter_px=100)
+    assert seg.bin_factor == 3
+    yy, xx = np.mgrid[:100, :131]
+    inside = (yy - 50) ** 2 + (xx - 60) ** 2 < 30**2  # one nucleus 60 px across
+    rng = np.random.default_rng(0)
+    img = rng.poisson(np.where(inside, 600.0, 50.0), (2, 100, 131)).astype(np.uint16)
+    lab = seg.segment(img)
+    assert lab.shape == img.shape and lab.dtype == np.int32
+    for frame in lab:
+        assert frame.max() == 1
+        assert score_image(inside.astype(np.int32), frame).ap[0.8] == 1.0

@@ -331,7 +331,7 @@ class RunController:
                 sites.append(Site(label, len(sites), x + dx, y + dy, z, acq.interval_s, well=well))
         return sites
 
-    def _make_segmenter(self) -> SegmenterLike:
+    def _make_segmenter(self, pixel_size_um: float) -> SegmenterLike:
         if self._segmenter is not None:
             return self._segmenter
         an = self.protocol.analysis
@@ -342,6 +342,8 @@ class RunController:
         options: dict[str, object] = {"weights": an.weights} if an.weights is not None else {}
         if an.tta:
             options["tta"] = True
+        if an.nucleus_diameter_um is not None and pixel_size_um > 0:
+            options["nucleus_diameter_px"] = an.nucleus_diameter_um / pixel_size_um
         return get_segmenter(an.segmenter, device=an.device, **options)
 
     def _write_log(self, record: dict[str, Any]) -> None:
@@ -514,7 +516,7 @@ class RunController:
             self.scheduler.on_missing = self._on_missing
             model_hash, model_meta = None, None
             if proto.analysis.enabled:
-                seg = self._make_segmenter()
+                seg = self._make_segmenter(objective.pixel_size_um)
                 model_hash, model_meta = _model_provenance(seg)
                 from scopeloop.analysis.pipeline import PositionAnalyzer
 

@@ -164,19 +164,30 @@ def parse_weights(spec: str | Path) -> tuple[str, Path]:
 
 
 def segmenter_entries(
-    names: Sequence[str], weights: Sequence[str | Path] = (), tta: bool = False
+    names: Sequence[str],
+    weights: Sequence[str | Path] = (),
+    tta: bool = False,
+    nucleus_diameter_px: float | None = None,
 ) -> list[tuple[str, str, dict[str, Any]]]:
     """``(label, registry name, options)`` for ``names`` plus one segmenter per
     weights entry (see :func:`parse_weights`), labelled ``<segmenter>:<path>``, so
     several trained models can be compared side by side.
 
     With ``tta``, every U-Net entry is followed by the same network with
-    test-time flip averaging, labelled ``<label>+tta``.
+    test-time flip averaging, labelled ``<label>+tta``. ``nucleus_diameter_px``
+    goes to every U-Net (it bins frames whose nuclei are larger than it was
+    trained on).
     """
     out: list[tuple[str, str, dict[str, Any]]] = [(n, n, {}) for n in names]
     for spec in weights:
         kind, path = parse_weights(spec)
         out.append((f"{kind}:{path}", kind, {"weights": path}))
+    if nucleus_diameter_px is not None:
+        out = [
+            (label, kind, {**opts, "nucleus_diameter_px": nucleus_diameter_px})
+            if kind == "unet" else (label, kind, opts)
+            for label, kind, opts in out
+        ]  # fmt: skip
     if not tta:
         return out
     with_tta: list[tuple[str, str, dict[str, Any]]] = []

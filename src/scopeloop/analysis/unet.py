@@ -13,7 +13,10 @@ nucleus' centre). Instances come from those maps without leaving the device:
    (out-of-focus blobs the network is unsure of) are dropped and ids made
    consecutive per frame with one ``torch.unique``.
 
-Only the final int32 label images are copied to the host. On CUDA the network
+Nuclei larger than any the network was trained on (a high-magnification
+objective without binning) are segmented on frames mean-binned by an integer
+factor, given the typical nucleus diameter; the labels are scaled back up on
+the device. Only the final int32 label images are copied to the host. On CUDA the network
 runs in half precision with channels-last memory; on CPU it is the same code in
 float32. Input frames of any dtype and intensity range are normalised per frame
 by percentiles (1st -> 0, 99.8th -> 1).
@@ -22,6 +25,7 @@ by percentiles (1st -> 0, 99.8th -> 1).
 from __future__ import annotations
 
 import json
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,7 @@ from .segmenter import as_batch, select_device
 __all__ = [
     "UNet",
     "UNetSegmenter",
+    "bin_factor",
     "default_weights_path",
     "extract_instances",
     "load_unet",
@@ -46,6 +51,8 @@ __all__ = [
 #: channels per level; 4 down-samplings, so inputs are padded to a multiple of 16
 DEFAULT_CHANNELS = (8, 16, 32, 64, 128)
 _MULTIPLE = 16
+#: nucleus radius range of the training images when the weights do not record it
+_TRAINED_RADIUS_PX = (4.0, 22.0)
 
 
 class _Block(nn.Sequential):
@@ -216,6 +223,23 @@ def extract_instances(
     return new_id[inverse].view(n, h, w).to(torch.int32)
 
 
+def bin_factor(nucleus_diameter_px: float | None, meta: dict[str, Any]) -> int:
+    """Integer binning that brings nuclei of this diameter into the trained size range.
+
+    1 when the diameter is unknown or within the range. Never less than 1: smaller
+    nuclei than the range are segmented as they are (interpolating a frame up
+    smooths its pixel noise into something the network never saw).
+    """
+    if nucleus_diameter_px is None:
+        return 1
+    if not nucleus_diameter_px > 0:
+        raise ValueError(f"nucleus_diameter_px must be positive, got {nucleus_diameter_px!r}")
+    data = meta.get("data")
+    recipe = data.get("recipe") if isinstance(data, dict) else None  # none for user folders
+    r_max = float((recipe or {}).get("radius_px", _TRAINED_RADIUS_PX)[1])
+    return max(1, math.ceil(nucleus_diameter_px / (2 * r_max)))
+
+
 def default_weights_path() -> Path:
     """The weights shipped inside the package."""
     return Path(str(resources.files("scopeloop.analysis") / "weights" / "unet.pt"))
@@ -263,6 +287,12 @@ class UNetSegmenter:
         flips (left-right, up-down, both). Four network passes per frame for a
         small accuracy gain; the flips are run one after another, so memory
         stays that of one pass.
+    nucleus_diameter_px : float, optional
+        Typical nucleus diameter in the frames. Nuclei larger than the training
+        images held (diameter above 44 px for the shipped weights, e.g. 40x
+        without binning) are segmented on frames mean-binned by the smallest
+        integer factor that brings them into range (:attr:`bin_factor`);
+        labels come back at full resolution. None: frames as they are.
     """
 
     name = "unet"
@@ -278,6 +308,7 @@ class UNetSegmenter:
         min_confidence: float | None = None,
         model: UNet | None = None,
         tta: bool = False,
+        nucleus_diameter_px: float | None = None,
     ) -> None:
         self.tta = bool(tta)
         self.device = select_device(device)
@@ -291,6 +322,8 @@ class UNetSegmenter:
             net, meta = load_unet(weights)
             self.weights_path = Path(weights) if weights is not None else default_weights_path()
         self.meta = meta
+        #: frames are mean-binned by this factor before the network (1: not at all)
+        self.bin_factor = bin_factor(nucleus_diameter_px, meta)
         self.half = (self._dev.type == "cuda") if half is None else half
         self.channels_last = self._dev.type == "cuda"
         net = net.to(self._dev).eval()
@@ -339,8 +372,13 @@ class UNetSegmenter:
     @torch.inference_mode()
     def segment_tensor(self, frames: Tensor) -> Tensor:
         """Device-side path: ``(N, H, W)`` tensor -> ``(N, H, W)`` int32 labels tensor."""
+        f = self.bin_factor
+        h, w = frames.shape[-2:]
+        if f > 1:  # as a camera bins: mean of f x f pixels (edge pixels repeated to fill)
+            x = F.pad(frames.float().unsqueeze(1), (0, (-w) % f, 0, (-h) % f), mode="replicate")
+            frames = F.avg_pool2d(x, f).squeeze(1)
         fg, centre = self.predict_maps(frames)
-        return extract_instances(
+        labels = extract_instances(
             fg,
             centre,
             fg_threshold=float(self.fg_threshold),
@@ -348,6 +386,9 @@ class UNetSegmenter:
             min_size_px=int(self.min_size_px),
             min_confidence=float(self.min_confidence),
         )
+        if f > 1:
+            labels = labels.repeat_interleave(f, -2).repeat_interleave(f, -1)[..., :h, :w]
+        return labels
 
     def to_device(self, frames: NDArray[Any]) -> tuple[Tensor, bool]:
         """``(N, Y, X)`` or ``(Y, X)`` host frames -> ``(N, Y, X)`` device tensor, was-2-D flag."""

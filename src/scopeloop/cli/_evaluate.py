@@ -63,7 +63,10 @@ def evaluate(
     test_set: Annotated[
         list[str] | None,
         typer.Option(
-            "--set", help="Generated test set(s) by difficulty (default: all named sets)."
+            "--set",
+            help="Generated test set(s): sparse, crowded, low_signal, defocused (the default: "
+            "all four), or frames of the simulated microscope's own renderer, "
+            "microscope_4x/10x/20x/40x (microscope: all four objectives).",
         ),
     ] = None,
     folder: Annotated[
@@ -86,6 +89,15 @@ def evaluate(
     seed: Annotated[
         int, typer.Option("--seed", min=0, help="Test-set seed offset (0 = the published sets).")
     ] = 0,
+    nucleus_diameter: Annotated[
+        float | None,
+        typer.Option(
+            "--nucleus-diameter",
+            min=0.1,
+            help="Typical nucleus diameter in pixels. The U-Net bins frames whose nuclei are "
+            "larger than it was trained on (e.g. 68 for microscope_40x).",
+        ),
+    ] = None,
 ) -> None:
     """Score a simulated run against ground truth, or segmenters against exact labels."""
     with cli_errors():
@@ -106,6 +118,7 @@ def evaluate(
                 quick=quick,
                 seed=seed,
                 tta=tta,
+                nucleus_diameter_px=nucleus_diameter,
             )
             return
         assert run is not None

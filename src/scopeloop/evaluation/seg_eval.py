@@ -34,17 +34,30 @@ def load_sets(
 ) -> dict[str, list[Pair]]:
     """Named generated test sets (fixed seeds) and, when given, a user folder.
 
-    ``seed`` shifts each set's fixed seeds by ``100_000 * seed``: 0 gives the
-    published sets, others independent draws of the same difficulty.
+    Names are the synthetic difficulty sets (``sparse``, ``crowded``, ...) and
+    the simulated microscope's per-objective sets (``microscope_10x``, ...;
+    ``microscope`` for all of them). ``seed`` shifts each set's fixed seeds by
+    ``100_000 * seed``: 0 gives the published sets, others independent draws
+    of the same difficulty.
     """
+    from scopeloop.simulation.microscope_set import (
+        ALL_MICROSCOPE,
+        MICROSCOPE_SETS,
+        expand_set_names,
+        microscope_samples,
+    )
     from scopeloop.simulation.synthetic import TEST_SETS, make_samples
 
     out: dict[str, list[Pair]] = {}
-    for name in sets:
-        if name not in TEST_SETS:
-            raise ValueError(f"unknown test set {name!r}; choose from {', '.join(TEST_SETS)}")
-        recipe, base = TEST_SETS[name]
-        samples = make_samples(n_images, base + 100_000 * seed, (size, size), recipe)
+    for name in expand_set_names(list(sets)):
+        if name in TEST_SETS:
+            recipe, base = TEST_SETS[name]
+            samples = make_samples(n_images, base + 100_000 * seed, (size, size), recipe)
+        elif name in MICROSCOPE_SETS:
+            samples = microscope_samples(name, n_images, seed, (size, size))
+        else:
+            known = [*TEST_SETS, ALL_MICROSCOPE, *MICROSCOPE_SETS]
+            raise ValueError(f"unknown test set {name!r}; choose from {', '.join(known)}")
         out[name] = [(s.image, s.labels) for s in samples]
     if data_dir is not None:
         from scopeloop.analysis.training import load_folder
@@ -59,6 +72,7 @@ def evaluate_segmenters(
     device: str = "auto",
     weights: Sequence[str | Path] = (),
     tta: bool = False,
+    nucleus_diameter_px: float | None = None,
 ) -> dict[str, Any]:
     """Score each segmenter on each set; returns ``{segmenter: {set: scores}}``.
 
@@ -69,9 +83,11 @@ def evaluate_segmenters(
     Each ``weights`` entry (``[SEGMENTER=]PATH``, a bare path being U-Net weights)
     adds that segmenter with that model, keyed ``<segmenter>:<path>``. With
     ``tta``, each U-Net is also scored with test-time flip averaging (``<name>+tta``).
+    ``nucleus_diameter_px`` goes to each U-Net (see
+    :class:`~scopeloop.analysis.unet.UNetSegmenter`).
     """
     results: dict[str, Any] = {}
-    for name, kind, options in segmenter_entries(segmenters, weights, tta):
+    for name, kind, options in segmenter_entries(segmenters, weights, tta, nucleus_diameter_px):
         seg = get_segmenter(kind, device=device, **options)
         results[name] = {"device": seg.device}
         boot = []
@@ -107,6 +123,7 @@ def evaluate_segmenters_cli(
     quick: bool = False,
     weights: Sequence[Path] = (),
     tta: bool = False,
+    nucleus_diameter_px: float | None = None,
 ) -> int:
     """Score segmenters and print a table (what ``scopeloop evaluate --segmenter`` runs).
 
@@ -115,8 +132,8 @@ def evaluate_segmenters_cli(
     segmenters : list of str
         Registry names (``unet``, ``classical``, ...).
     sets : list of str
-        Generated test sets; empty/None = all named sets (none when only a
-        folder is given).
+        Generated test sets (see :func:`load_sets`); empty/None = the four
+        synthetic difficulty sets (none when only a folder is given).
     data_dir, folder : Path, optional
         A user folder with ``images/`` and ``labels/`` TIFFs (either name).
     n_images : int, optional
@@ -131,6 +148,8 @@ def evaluate_segmenters_cli(
         ``segmenters``.
     tta : bool
         Also score each U-Net with test-time flip averaging, side by side.
+    nucleus_diameter_px : float, optional
+        Typical nucleus diameter, for U-Nets (larger nuclei than trained on: binned).
 
     Returns
     -------
@@ -149,7 +168,7 @@ def evaluate_segmenters_cli(
     console = Console()
     if not console.is_terminal:  # piped to a file: do not squeeze the table to 80 columns
         console = Console(width=180)
-    results = evaluate_segmenters(segmenters, data, device, weights, tta)
+    results = evaluate_segmenters(segmenters, data, device, weights, tta, nucleus_diameter_px)
     table = Table(title="Segmentation scores (pooled over images; AP = TP/(TP+FP+FN))")
     for col in ("segmenter", "set", "images", "objects"):
         table.add_column(col)
@@ -182,7 +201,10 @@ def evaluate_segmenters_cli(
     console.print(table)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"n_images": n, "seed": seed, "device": device, "results": results}
+        payload = {
+            "n_images": n, "seed": seed, "device": device,
+            "nucleus_diameter_px": nucleus_diameter_px, "results": results,
+        }  # fmt: skip
         json_out.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
         console.print(f"scores written to {json_out}")
     return 0

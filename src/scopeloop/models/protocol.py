@@ -149,6 +149,14 @@ class AnalysisSpec(_Model):
         "augmentation). A little more accurate, four network passes per frame: for a GPU, "
         "or when frames come slowly.",
     )
+    nucleus_diameter_um: float | None = Field(
+        None,
+        gt=0,
+        description="U-Net only: typical nucleus diameter in micrometres (e.g. 11 for HeLa "
+        "H2B-GFP). With the objective's pixel size it tells the U-Net when nuclei are "
+        "larger than it was trained on (over 44 px across, e.g. 40x or 60x without "
+        "binning); frames are then binned for the analysis. None: frames as they come.",
+    )
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.")
     channel: str | None = Field(
         None, description="Channel preset analysed (the nuclear marker); None: the first."
@@ -165,11 +173,16 @@ class AnalysisSpec(_Model):
                 "stardist), not 'classical' (remove analysis.weights or change "
                 "analysis.segmenter)"
             )
-        if self.tta and self.segmenter != "unet":
-            raise ValueError(
-                f"tta (test-time flip averaging) is a U-Net option, not {self.segmenter!r} "
-                "(remove analysis.tta or use analysis.segmenter: unet)"
-            )
+        for option, given in (
+            ("tta (test-time flip averaging)", self.tta),
+            ("nucleus_diameter_um", self.nucleus_diameter_um is not None),
+        ):
+            if given and self.segmenter != "unet":
+                key = option.split()[0]
+                raise ValueError(
+                    f"{option} is a U-Net option, not {self.segmenter!r} "
+                    f"(remove analysis.{key} or use analysis.segmenter: unet)"
+                )
         return self
 
 
