@@ -556,6 +556,10 @@ class RunController:
             write_run_info(self.run_dir / "run.json", run_info)
             if self.worker is not None:
                 self.worker.start()
+            # specimen time starts now, with the model loaded: at a simulated 1000x, the
+            # seconds a segmenter takes to load would otherwise pass as the first half hour
+            # of the experiment, unimaged (nothing has rendered the specimen since the reset)
+            self.clock.reset(0.0)
             events = self.scheduler.events()
             thread = threading.Thread(
                 target=self._acquire, args=(events,), name="scopeloop-acquisition", daemon=True
