@@ -83,9 +83,8 @@ def test_shipped_protocol_runs_end_to_end(
     assert len(written) == s.frames_written
     # specimen time starts with the model loaded: the first frame is not late by the
     # seconds the segmenter took to load (at 1000x, a second is 17 simulated minutes)
-    interval_s = json.loads((tmp_path / "run" / "run.json").read_text())["protocol"][
-        "acquisition"
-    ]["interval_s"]
+    protocol = json.loads((tmp_path / "run" / "run.json").read_text())["protocol"]
+    interval_s = protocol["acquisition"]["interval_s"]
     assert min(f["t_s"] for f in written) < 0.25 * interval_s
     assert (tmp_path / "run" / "run.json").is_file()
     assert (tmp_path / "run" / "ground_truth.json").is_file()

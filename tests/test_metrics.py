@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scopeloop.analysis.metrics import aggregate, bootstrap_ap, iou_matrix, score_image
+from scopeloop.analysis.metrics import (
+    aggregate,
+    bootstrap_ap,
+    iou_matrix,
+    pooled_ap,
+    score_image,
+)
 
 
 def _squares(
@@ -74,6 +80,7 @@ def test_pooled_ap_comes_with_an_interval_that_narrows_with_more_images() -> Non
     agg = aggregate(scores)
     lo, hi = agg["ap_ci95"]["0.5"]
     assert lo < agg["ap"]["0.5"] < hi  # 6/9 lies inside, and the images disagree
+    assert pooled_ap(scores, 0.5) == agg["ap"]["0.5"] == 6 / 9
     assert lo >= 1 / 3 and hi <= 1.0  # no resample is worse than the worst image
     assert aggregate(scores)["ap_ci95"] == agg["ap_ci95"]  # deterministic
     lo4, hi4 = aggregate(scores * 4)["ap_ci95"]["0.5"]

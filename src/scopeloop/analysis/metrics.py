@@ -28,6 +28,7 @@ __all__ = [
     "aggregate",
     "bootstrap_ap",
     "iou_matrix",
+    "pooled_ap",
     "score_image",
 ]
 
@@ -134,6 +135,12 @@ def bootstrap_ap(
     tp_b, true_b, pred_b = tp[idx].sum(1), n_true[idx].sum(1), n_pred[idx].sum(1)
     denom = true_b + pred_b - tp_b  # TP + FP + FN
     return np.where(denom > 0, tp_b / np.maximum(denom, 1), 1.0)
+
+
+def pooled_ap(scores: Sequence[ImageScores], threshold: float = 0.5) -> float:
+    """AP at one IoU threshold with counts pooled over the images."""
+    tp = sum(s.tp[threshold] for s in scores)
+    return _rates(tp, sum(s.n_true for s in scores), sum(s.n_pred for s in scores))[3]
 
 
 def aggregate(scores: Sequence[ImageScores]) -> dict[str, Any]:

@@ -344,7 +344,7 @@ def tune_thresholds(
     foreground probability of an object. Returns the best ``fg_threshold``,
     ``seed_threshold`` and ``min_confidence`` with the AP and every setting tried.
     """
-    from .metrics import aggregate, score_image
+    from .metrics import pooled_ap, score_image
 
     seg = UNetSegmenter(device=device, model=model)
     maps = []
@@ -359,8 +359,8 @@ def tune_thresholds(
                 fg, c, fg_threshold=ft, seed_threshold=st, min_size_px=min_size_px,
                 min_confidence=conf,
             )  # fmt: skip
-            scores.append(score_image(lab, pred[0].cpu().numpy()))
-        ap = float(aggregate(scores)["ap"]["0.5"])
+            scores.append(score_image(lab, pred[0].cpu().numpy(), thresholds=(0.5,)))
+        ap = pooled_ap(scores, 0.5)
         return {"fg": ft, "seed": st, "confidence": conf, "ap50": ap}
 
     grid = [ap50(ft, st, 0.0) for ft in fg_thresholds for st in seed_thresholds]
