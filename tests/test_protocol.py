@@ -180,6 +180,8 @@ def test_fine_tuned_weights_are_found_beside_the_protocol(tmp_path: Path) -> Non
     run = RunController(load_protocol(_write(tmp_path, data)), core=None, out_dir=tmp_path / "r")  # type: ignore[arg-type]
     assert run._make_segmenter(0.1625).bin_factor == 2  # type: ignore[attr-defined]
     assert run._make_segmenter(0.65).bin_factor == 1  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="nucleus_diameter_um needs the pixel size"):
+        run._make_segmenter(0.0)  # an uncalibrated objective
     data["analysis"] = {"segmenter": "classical", "nucleus_diameter_um": 11.0}
     with pytest.raises(ProtocolError, match=r"nucleus_diameter_um is a U-Net option"):
         load_protocol(_write(tmp_path, data))

@@ -342,7 +342,13 @@ class RunController:
         options: dict[str, object] = {"weights": an.weights} if an.weights is not None else {}
         if an.tta:
             options["tta"] = True
-        if an.nucleus_diameter_um is not None and pixel_size_um > 0:
+        if an.nucleus_diameter_um is not None:
+            if not pixel_size_um > 0:
+                raise ValueError(
+                    "analysis.nucleus_diameter_um needs the pixel size, and the microscope "
+                    "reports none for this objective (calibrate it in the config's pixel "
+                    "size presets, or remove analysis.nucleus_diameter_um)"
+                )
             options["nucleus_diameter_px"] = an.nucleus_diameter_um / pixel_size_um
         return get_segmenter(an.segmenter, device=an.device, **options)
 

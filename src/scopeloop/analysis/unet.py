@@ -16,9 +16,9 @@ nucleus' centre). Instances come from those maps without leaving the device:
 Nuclei larger than any the network was trained on (a high-magnification
 objective without binning) are segmented on frames mean-binned by an integer
 factor, given the typical nucleus diameter; the labels are scaled back up on
-the device. Only the final int32 label images are copied to the host. On CUDA the network
-runs in half precision with channels-last memory; on CPU it is the same code in
-float32. Input frames of any dtype and intensity range are normalised per frame
+the device. Only the final int32 label images are copied to the host. On CUDA
+the network runs in half precision with channels-last memory; on CPU it is the
+same code in float32. Input frames of any dtype and intensity range are normalised per frame
 by percentiles (1st -> 0, 99.8th -> 1).
 """
 
