@@ -173,14 +173,13 @@ class AnalysisSpec(_Model):
                 "stardist), not 'classical' (remove analysis.weights or change "
                 "analysis.segmenter)"
             )
-        for option, given in (
-            ("tta (test-time flip averaging)", self.tta),
-            ("nucleus_diameter_um", self.nucleus_diameter_um is not None),
+        for key, what, given in (
+            ("tta", "tta (test-time flip averaging)", self.tta),
+            ("nucleus_diameter_um", "nucleus_diameter_um", self.nucleus_diameter_um is not None),
         ):
             if given and self.segmenter != "unet":
-                key = option.split()[0]
                 raise ValueError(
-                    f"{option} is a U-Net option, not {self.segmenter!r} "
+                    f"{what} is a U-Net option, not {self.segmenter!r} "
                     f"(remove analysis.{key} or use analysis.segmenter: unet)"
                 )
         return self

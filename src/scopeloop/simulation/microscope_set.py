@@ -80,7 +80,7 @@ def microscope_samples(
         x, y = (float(v) for v in rng.uniform(-1000.0, 1000.0, 2))
         # a focus error of about a micrometre either way, as autofocus leaves it
         dz = float(np.clip(rng.normal(0.0, 1.0), -2.5, 2.5))
-        # exposures from dim (a few photons above background) to bright
+        # 3 to 100 ms: tens to a few thousand photons per nucleus pixel, by objective
         exposure_ms = float(np.exp(rng.uniform(np.log(3.0), np.log(100.0))))
         image = render_frame(
             specimen, x_um=x, y_um=y, z_um=specimen.focus_z_um(x, y) + dz, shape_yx=shape,
