@@ -159,6 +159,17 @@ def test_bench_refuses_a_missing_weights_file_before_timing_anything(tmp_path) -
     assert not (tmp_path / "segmentation.json").exists()
 
 
+def test_bench_times_the_binned_unet_beside_the_plain_one() -> None:
+    from scopeloop.bench.segmentation import run
+
+    result = run(quick=True, device="cpu", nucleus_diameter_px=68, sizes=(64,))
+    rows = {(r["segmenter"], r["batch"]): r for r in result["results"]}
+    assert {name for name, _ in rows} == {"classical", "unet", "unet@68px"}
+    assert rows[("unet", 8)]["bin_factor"] == 1 and rows[("unet@68px", 8)]["bin_factor"] == 2
+    assert all(r["size"] == 64 and r["frames_per_s"] > 0 for r in rows.values())
+    assert result["nucleus_diameter_px"] == 68
+
+
 def test_microscope_sets_are_frames_of_the_specimen_with_their_labels() -> None:
     from scopeloop.evaluation.seg_eval import load_sets
     from scopeloop.simulation.microscope_set import MICROSCOPE_SETS, microscope_samples

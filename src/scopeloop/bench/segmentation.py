@@ -51,27 +51,39 @@ def run(
     device: str = "auto",
     weights: Sequence[str | Path] = (),
     tta: bool = False,
+    nucleus_diameter_px: float | None = None,
+    sizes: Sequence[int] = (512, 2048),
 ) -> dict[str, Any]:
     """Time every built-in segmenter; print a table and return the figures.
 
     Each ``weights`` entry (``[SEGMENTER=]PATH``, a bare path being U-Net weights,
     e.g. a wider network from ``scopeloop train --channels``) adds that segmenter
     with that model, named ``<segmenter>:<path>``. With ``tta``, each U-Net is
-    also timed with test-time flip averaging (``<name>+tta``).
+    also timed with test-time flip averaging (``<name>+tta``). With
+    ``nucleus_diameter_px``, each U-Net is also timed as it runs for nuclei of
+    that size (``<name>@<d>px``): binned on the device when they are larger than
+    it was trained on, as at 40x and 60x, so the two figures sit side by side.
     """
     import torch
 
     dev = select_device(device)
     is_cuda = dev.startswith("cuda")
     sync = torch.cuda.synchronize if is_cuda else None
-    sizes = (512, 2048)
     results: list[dict[str, Any]] = []
     # batched: 8 frames at 512, 4 at 2048 on a GPU (2 on a CPU, where one takes seconds)
-    frames = {s: _frames(s, 8 if s == 512 else (4 if is_cuda else 2)) for s in sizes}
+    frames = {s: _frames(s, 8 if s <= 512 else (4 if is_cuda else 2)) for s in sizes}
     print(f"device: {dev}" + (f" ({torch.cuda.get_device_name()})" if is_cuda else ""))
     print(f"{'segmenter':>10} {'size':>5} {'batch':>5} {'path':>7} {'ms/call':>9} "
           f"{'ms/frame':>9} {'frames/s':>9}")  # fmt: skip
-    for name, kind, options in segmenter_entries(("classical", "unet"), weights, tta):
+    entries = segmenter_entries(("classical", "unet"), weights, tta)
+    d = nucleus_diameter_px
+    if d is not None:
+        entries += [
+            (f"{label}@{d:g}px", kind, {**opts, "nucleus_diameter_px": d})
+            for label, kind, opts in entries
+            if kind == "unet"
+        ]
+    for name, kind, options in entries:
         try:
             seg = get_segmenter(kind, device=dev, **options)
         except FileNotFoundError as exc:
@@ -79,10 +91,10 @@ def run(
             continue
         for size in sizes:
             for batch in (1, len(frames[size])):
-                if name == "classical" and size == 2048 and batch > 1 and quick:
+                if name == "classical" and size >= 2048 and batch > 1 and quick:
                     continue
                 x = frames[size][:batch]
-                cpu_slow = not is_cuda and (size == 2048 or name == "classical")
+                cpu_slow = not is_cuda and (size >= 2048 or name == "classical")
                 repeats = 2 if (quick or cpu_slow) else (5 if not is_cuda else 20)
                 seg.segment(x)  # warm-up (allocations, kernels, cudnn choice)
                 paths: list[tuple[str, Any]] = [("host", lambda x=x, seg=seg: seg.segment(x))]
@@ -97,6 +109,7 @@ def run(
                         "segmenter": name, "device": seg.device, "size": size, "batch": batch,
                         "path": path, "ms_per_call": 1e3 * t, "ms_per_frame": 1e3 * t / batch,
                         "frames_per_s": batch / t, "repeats": repeats,
+                        "bin_factor": getattr(seg, "bin_factor", 1),
                     }  # fmt: skip
                     results.append(rec)
                     print(
@@ -110,6 +123,7 @@ def run(
         "cpu": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "quick": quick,
+        "nucleus_diameter_px": nucleus_diameter_px,
         "note": "ms per call includes instance extraction and the copy of labels to the host "
         "(path=host: numpy frames in, numpy labels out; path=device: frames already on the GPU)",
         "results": results,

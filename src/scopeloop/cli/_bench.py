@@ -33,6 +33,14 @@ def bench(
     tta: bool = typer.Option(
         False, "--tta", help="Also time each U-Net with test-time flip averaging (segmentation)."
     ),
+    nucleus_diameter: float = typer.Option(
+        None,
+        "--nucleus-diameter",
+        min=0.1,
+        metavar="PX",
+        help="Also time each U-Net as it runs for nuclei this many pixels wide: binned on the "
+        "device when they are larger than it was trained on (segmentation).",
+    ),
 ) -> None:
     """Run speed benchmarks; print the figures and write one JSON file per benchmark."""
     with cli_errors():
@@ -49,10 +57,13 @@ def bench(
                 typer.echo(f"{name}: not available ({exc})", err=True)
                 continue
             options: dict[str, object] = {}
-            if weights and "weights" in inspect.signature(module.run).parameters:
+            params = inspect.signature(module.run).parameters
+            if weights and "weights" in params:
                 options["weights"] = weights
-            if tta and "tta" in inspect.signature(module.run).parameters:
+            if tta and "tta" in params:
                 options["tta"] = True
+            if nucleus_diameter is not None and "nucleus_diameter_px" in params:
+                options["nucleus_diameter_px"] = nucleus_diameter
             result = module.run(quick=quick, device=device, **options)
             path = out / f"{name}.json"
             path.write_text(json.dumps(result, indent=2))
