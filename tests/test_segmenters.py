@@ -176,6 +176,9 @@ def test_microscope_sets_are_frames_of_the_specimen_with_their_labels() -> None:
 
     data = load_sets(["microscope", "sparse"], 1)
     assert list(data) == [*MICROSCOPE_SETS, "sparse"]
+    # the 40x set's frames are larger, so that each holds more than a few nuclei
+    assert data["microscope_40x"][0][0].shape == (512, 512)
+    assert data["microscope_10x"][0][0].shape == data["sparse"][0][0].shape == (256, 256)
     (a,) = microscope_samples("microscope_10x", 1)
     (again,) = microscope_samples("microscope_10x", 1)
     (other,) = microscope_samples("microscope_10x", 1, seed=1)
@@ -199,12 +202,12 @@ def test_evaluate_cli_bins_frames_whose_nuclei_outgrow_the_unet(tmp_path) -> Non
 
     out = tmp_path / "scores.json"
     # 40x without binning: nuclei about 68 px across, over the 8-44 px the U-Net saw
-    args = ["evaluate", "-s", "unet", "--set", "microscope_40x", "--n-images", "24"]
+    args = ["evaluate", "-s", "unet", "--set", "microscope_40x", "--n-images", "12"]
     res = CliRunner().invoke(
         app, [*args, "--device", "cpu", "--nucleus-diameter", "68", "--json", str(out)]
     )
     assert res.exit_code == 0, res.output
     payload = json.loads(out.read_text())
     scores = payload["results"]["unet"]["microscope_40x"]
-    assert payload["nucleus_diameter_px"] == 68 and scores["n_true"] >= 50
-    assert scores["ap"]["0.5"] >= 0.8  # 0.57 unbinned
+    assert payload["nucleus_diameter_px"] == 68 and scores["n_true"] >= 100
+    assert scores["ap"]["0.5"] >= 0.75  # 0.83 binned, 0.57 unbinned

@@ -36,7 +36,8 @@ def load_sets(
 
     Names are the synthetic difficulty sets (``sparse``, ``crowded``, ...) and
     the simulated microscope's per-objective sets (``microscope_10x``, ...;
-    ``microscope`` for all of them). ``seed`` shifts each set's fixed seeds by
+    ``microscope`` for all of them). ``size`` is the synthetic sets' frame size;
+    the microscope sets have their own. ``seed`` shifts each set's fixed seeds by
     ``100_000 * seed``: 0 gives the published sets, others independent draws
     of the same difficulty.
     """
@@ -54,7 +55,7 @@ def load_sets(
             recipe, base = TEST_SETS[name]
             samples = make_samples(n_images, base + 100_000 * seed, (size, size), recipe)
         elif name in MICROSCOPE_SETS:
-            samples = microscope_samples(name, n_images, seed, (size, size))
+            samples = microscope_samples(name, n_images, seed)
         else:
             known = [*TEST_SETS, ALL_MICROSCOPE, *MICROSCOPE_SETS]
             raise ValueError(f"unknown test set {name!r}; choose from {', '.join(known)}")
