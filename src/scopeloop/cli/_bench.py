@@ -33,7 +33,7 @@ def bench(
     tta: bool = typer.Option(
         False, "--tta", help="Also time each U-Net with test-time flip averaging (segmentation)."
     ),
-    nucleus_diameter: float = typer.Option(
+    nucleus_diameter: float | None = typer.Option(
         None,
         "--nucleus-diameter",
         min=0.1,
