@@ -210,4 +210,4 @@ def test_evaluate_cli_bins_frames_whose_nuclei_outgrow_the_unet(tmp_path) -> Non
     payload = json.loads(out.read_text())
     scores = payload["results"]["unet"]["microscope_40x"]
     assert payload["nucleus_diameter_px"] == 68 and scores["n_true"] >= 100
-    assert scores["ap"]["0.5"] >= 0.75  # 0.83 binned, 0.57 unbinned
+    assert scores["ap"]["0.5"] >= 0.8  # 0.83 binned, 0.52 unbinned
