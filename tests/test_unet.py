@@ -174,6 +174,18 @@ def test_binned_segmentation_returns_full_size_labels() -> None:
     lab = seg.segment(img)
     assert lab.shape == img.shape and lab.dtype == np.int32
     for frame in lab:
-        # the nucleus comes back at full resolution (IoU >= 0.8 with its true outline);
-        # a 34x44-pixel binned frame of background noise may add a speck elsewhere
+        # one object: the nucleus, back at full resolution (IoU >= 0.8 with its outline)
+        assert frame.max() == 1
         assert score_image(inside.astype(np.int32), frame).recall[0.8] == 1.0
+
+
+@needs_weights
+def test_no_objects_on_empty_frames_whose_size_needs_padding() -> None:
+    # 100x100 and 86x250 frames are padded to multiples of 16 before the network; the
+    # padding must not turn the noise at the edge into nuclei (an empty well stays empty)
+    seg = get_segmenter("unet", device="cpu")
+    rng = np.random.default_rng(0)
+    for shape in ((24, 100, 100), (8, 86, 250)):
+        noise = rng.poisson(100.0, shape) + rng.normal(100.0, 2.0, shape)
+        lab = seg.segment(noise.astype(np.uint16))
+        assert [int(f.max()) for f in lab] == [0] * shape[0]

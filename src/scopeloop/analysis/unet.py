@@ -350,7 +350,10 @@ class UNetSegmenter:
         h, w = x.shape[-2:]
         ph, pw = (-h) % _MULTIPLE, (-w) % _MULTIPLE
         if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+            # mirrored, not repeated, edge pixels: a repeated noisy edge row becomes
+            # streaks the network takes for nuclei; mirroring needs pad < frame size
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.half:
