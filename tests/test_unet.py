@@ -12,6 +12,7 @@ from scopeloop.analysis.training import unet_targets
 from scopeloop.analysis.unet import (
     UNet,
     UNetSegmenter,
+    clip_hot_pixels,
     default_weights_path,
     extract_instances,
     normalise_frames,
@@ -86,6 +87,39 @@ def test_normalisation_ignores_gain_offset_and_dtype() -> None:
     a = normalise_frames(torch.from_numpy(img)[None])
     b = normalise_frames(torch.from_numpy(img * 7.5 + 300)[None])
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_hot_pixels_are_replaced_and_nothing_else_changes() -> None:
+    rng = np.random.default_rng(1)
+    img = rng.poisson(100.0, (3, 64, 80)).astype(np.float32)
+    img[:, 30:33, 40:43] += 2000.0  # a 3x3 nucleus: bright, but not alone
+    img[:, 10:12, 50:60] += 1500.0  # a thin bright streak
+    hot = img.copy()
+    spots = [(5, 5), (0, 0), (63, 79), (0, 40), (20, 20), (20, 21)]  # corners, an edge, a pair
+    for y, x in spots:
+        hot[:, y, x] = 60000.0
+    fixed = clip_hot_pixels(torch.from_numpy(hot)).numpy()
+    assert np.array_equal(clip_hot_pixels(torch.from_numpy(img)).numpy(), img)
+    for y, x in spots:
+        assert (fixed[:, y, x] < 200).all(), (y, x, fixed[:, y, x])
+    others = np.ones(img.shape[1:], bool)
+    others[tuple(np.array(spots).T)] = False
+    assert np.array_equal(fixed[:, others], img[:, others])
+
+
+@needs_weights
+def test_hot_camera_pixels_do_not_become_nuclei() -> None:
+    # 0.2 % of the pixels saturated, as on a sensor with many hot pixels
+    seg = get_segmenter("unet", device="cpu")
+    rng = np.random.default_rng(0)
+    empty = rng.poisson(100.0, (4, 128, 128)).astype(np.float64)
+    empty[rng.random(empty.shape) < 0.002] = 65535
+    assert [int(f.max()) for f in seg.segment(empty.astype(np.uint16))] == [0] * 4
+    for s in test_set("sparse", 2):
+        img = s.image.astype(np.float64)
+        img[rng.random(img.shape) < 0.002] = 65535
+        clean = score_image(s.labels, seg.segment(s.image)).ap[0.5]
+        assert score_image(s.labels, seg.segment(img.astype(np.uint16))).ap[0.5] >= clean - 0.05
 
 
 def test_untrained_model_runs_any_size_and_dtype() -> None:

@@ -42,6 +42,7 @@ __all__ = [
     "UNet",
     "UNetSegmenter",
     "bin_factor",
+    "clip_hot_pixels",
     "default_weights_path",
     "extract_instances",
     "load_unet",
@@ -107,21 +108,56 @@ class UNet(nn.Module):
         return out
 
 
-def normalise_frames(frames: Tensor, lo_pct: float = 1.0, hi_pct: float = 99.8) -> Tensor:
-    """Per-frame percentile normalisation of ``(N, H, W)`` frames to float32.
+def _percentiles(x: Tensor, lo_pct: float, hi_pct: float) -> tuple[Tensor, Tensor]:
+    """Per-frame low and high percentiles of ``(N, H, W)`` frames, each ``(N, 1, 1)``.
 
-    Percentiles come from a strided subsample (every 4th pixel in each axis for
-    large frames) so the cost stays small at 2048x2048.
+    From a strided subsample (every 4th pixel in each axis for large frames) so
+    the cost stays small at 2048x2048.
     """
-    x = frames.float()
     n = x.shape[0]
     step = 4 if x.shape[-1] * x.shape[-2] > 256 * 256 else 1
     sample = x[:, ::step, ::step].reshape(n, -1)
     q = torch.quantile(
         sample, torch.tensor([lo_pct / 100, hi_pct / 100], device=x.device), dim=1
     )  # (2, N)
-    lo = q[0].view(n, 1, 1)
-    hi = q[1].view(n, 1, 1)
+    return q[0].view(n, 1, 1), q[1].view(n, 1, 1)
+
+
+def clip_hot_pixels(frames: Tensor, margin: float = 0.5) -> Tensor:
+    """Replace hot pixels of ``(N, H, W)`` float frames by their surroundings.
+
+    A hot camera pixel (or a cosmic-ray hit; now and then two side by side)
+    stands above all but at most one of its 8 neighbours, while a nucleus, however
+    small, spans several pixels. A pixel is replaced by the second-brightest of
+    its neighbours when it exceeds it by more than ``margin`` times the frame's
+    1-99.8 percentile range, so clean frames pass unchanged. Left in, a few hot
+    pixels per thousand set the upper percentile of the normalisation and each
+    becomes a nucleus.
+    """
+    h, w = frames.shape[-2:]
+    # mirrored edges, so an edge pixel is not its own neighbour
+    mode = "reflect" if h > 1 and w > 1 else "replicate"
+    p = F.pad(frames.unsqueeze(1), (1, 1, 1, 1), mode=mode).squeeze(1)
+    first = second = torch.full_like(frames, -torch.inf)
+    for dy in range(3):
+        for dx in range(3):
+            if dy == dx == 1:
+                continue  # the pixel itself
+            v = p[..., dy : dy + h, dx : dx + w]
+            second = torch.maximum(second, torch.minimum(first, v))
+            first = torch.maximum(first, v)
+    clipped = torch.minimum(frames, second)
+    lo, hi = _percentiles(clipped, 1.0, 99.8)
+    return torch.where(frames - clipped > margin * (hi - lo), clipped, frames)
+
+
+def normalise_frames(frames: Tensor, lo_pct: float = 1.0, hi_pct: float = 99.8) -> Tensor:
+    """Per-frame percentile normalisation of ``(N, H, W)`` frames to float32.
+
+    Hot pixels are replaced first (:func:`clip_hot_pixels`).
+    """
+    x = clip_hot_pixels(frames.float())
+    lo, hi = _percentiles(x, lo_pct, hi_pct)
     return (x - lo) / torch.clamp(hi - lo, min=1e-6)
 
 
