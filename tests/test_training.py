@@ -87,6 +87,12 @@ def test_load_folder_pairs_by_name_and_explains_problems(tmp_path: Path) -> None
         load_folder(tmp_path / "ok")
     with pytest.raises(FileNotFoundError, match="images/ and labels/"):
         load_folder(tmp_path)
+    img = tifffile.imread(tmp_path / "ok" / "images" / "field_0.tif").astype(np.float32)
+    img[3, 4] = np.nan
+    tifffile.imwrite(tmp_path / "ok" / "images" / "field_0.tif", img)
+    tifffile.imwrite(tmp_path / "ok" / "labels" / "field_1.tif", np.zeros((64, 64), np.uint16))
+    with pytest.raises(ValueError, match=r"field_0.tif: 1 pixel\(s\) are NaN .*\(3, 4\)"):
+        load_folder(tmp_path / "ok")
 
 
 def test_cli_fine_tunes_from_a_user_folder(tmp_path: Path) -> None:

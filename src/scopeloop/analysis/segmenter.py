@@ -24,6 +24,7 @@ __all__ = [
     "as_batch",
     "available_segmenters",
     "get_segmenter",
+    "nonfinite_pixels",
     "parse_weights",
     "register_segmenter",
     "segmenter_entries",
@@ -198,11 +199,30 @@ def segmenter_entries(
     return with_tta
 
 
+def nonfinite_pixels(image: NDArray[Any]) -> str | None:
+    """Where a float image holds NaN or infinite pixels, in words; None when it holds none.
+
+    Such pixels (from registration or stitching, say) make every per-frame
+    statistic NaN, so a segmenter would silently return nothing.
+    """
+    if not np.issubdtype(image.dtype, np.floating):
+        return None
+    bad = ~np.isfinite(image)
+    if not bad.any():
+        return None
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    return (
+        f"{int(bad.sum())} pixel(s) are NaN or infinite (the first at index {first}); "
+        "replace them first, e.g. with numpy.nan_to_num"
+    )
+
+
 def as_batch(frames: NDArray[Any]) -> tuple[NDArray[Any], bool]:
-    """``(frames as (N, Y, X), was_2d)``; rejects other shapes with a clear message."""
+    """``(frames as (N, Y, X), was_2d)``; rejects other shapes and NaN pixels, saying where."""
     arr = np.asarray(frames)
-    if arr.ndim == 2:
-        return arr[None], True
-    if arr.ndim == 3:
-        return arr, False
-    raise ValueError(f"segmenters take (Y, X) or (N, Y, X) frames, got shape {arr.shape}")
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"segmenters take (Y, X) or (N, Y, X) frames, got shape {arr.shape}")
+    problem = nonfinite_pixels(arr)
+    if problem:
+        raise ValueError(f"frames of shape {arr.shape}: {problem}")
+    return (arr[None], True) if arr.ndim == 2 else (arr, False)

@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 from skimage.segmentation import expand_labels, find_boundaries
 
+from .segmenter import nonfinite_pixels
 from .unet import UNet, UNetSegmenter, extract_instances, normalise_frames
 
 __all__ = [
@@ -471,6 +472,9 @@ def load_folder(folder: str | Path) -> list[Pair]:
         lab = np.squeeze(tifffile.imread(labels[stem]))
         if img.ndim != 2:
             raise ValueError(f"{ip}: expected a 2-D image, got shape {img.shape}")
+        problem = nonfinite_pixels(img)
+        if problem:
+            raise ValueError(f"{ip}: {problem}")
         if lab.shape != img.shape:
             raise ValueError(
                 f"{labels[stem]}: label shape {lab.shape} differs from image shape {img.shape}"
