@@ -80,13 +80,16 @@ def test_classical_rejects_bad_options_and_shapes() -> None:
 
 
 @pytest.mark.parametrize("name", ["classical", "unet"])
-def test_segmenters_refuse_nan_pixels_with_their_position(name: str) -> None:
+def test_segmenters_refuse_nan_pixels_and_rgb_pictures_clearly(name: str) -> None:
     # one NaN made every per-frame statistic NaN: the U-Net returned no objects at all
     frames = np.ones((2, 32, 32), np.float32)
     frames[1, 5, 7] = np.nan
     frames[1, 9, 9] = np.inf
     with pytest.raises(ValueError, match=r"2 pixel\(s\) are NaN or infinite .*\(1, 5, 7\)"):
         get_segmenter(name, device="cpu").segment(frames)
+    # an RGB picture is not 64 frames of 64x3 pixels
+    with pytest.raises(ValueError, match=r"look like one RGB\(A\) image"):
+        get_segmenter(name, device="cpu").segment(np.zeros((64, 64, 3), np.uint8))
 
 
 def test_evaluate_cli_scores_segmenters_on_named_sets_and_a_folder(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -91,7 +91,16 @@ def test_load_folder_pairs_by_name_and_explains_problems(tmp_path: Path) -> None
     img[3, 4] = np.nan
     tifffile.imwrite(tmp_path / "ok" / "images" / "field_0.tif", img)
     tifffile.imwrite(tmp_path / "ok" / "labels" / "field_1.tif", np.zeros((64, 64), np.uint16))
-    with pytest.raises(ValueError, match=r"field_0.tif: 1 pixel\(s\) are NaN .*\(3, 4\)"):
+    with pytest.raises(ValueError, match=r"field_0\.tif: 1 pixel\(s\) are NaN .*\(3, 4\)"):
+        load_folder(tmp_path / "ok")
+    # grey saved as RGB (as the DSB2018 nuclei are) is read as grey; colour is refused
+    grey = make_samples(1, 70, (64, 64), SMALL)[0].image.astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    tifffile.imwrite(tmp_path / "ok" / "images" / "field_0.tif", rgb)
+    assert np.array_equal(load_folder(tmp_path / "ok")[0][0], grey)
+    rgb[..., 1] //= 2
+    tifffile.imwrite(tmp_path / "ok" / "images" / "field_0.tif", rgb)
+    with pytest.raises(ValueError, match=r"field_0\.tif: a colour RGB image"):
         load_folder(tmp_path / "ok")
 
 

@@ -222,6 +222,11 @@ def as_batch(frames: NDArray[Any]) -> tuple[NDArray[Any], bool]:
     arr = np.asarray(frames)
     if arr.ndim not in (2, 3):
         raise ValueError(f"segmenters take (Y, X) or (N, Y, X) frames, got shape {arr.shape}")
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[-2] > 4:
+        raise ValueError(
+            f"frames of shape {arr.shape} look like one RGB(A) image (Y, X, colour), not "
+            "(N, Y, X) frames; pass one channel, e.g. image[..., 0]"
+        )
     problem = nonfinite_pixels(arr)
     if problem:
         raise ValueError(f"frames of shape {arr.shape}: {problem}")

@@ -470,6 +470,13 @@ def load_folder(folder: str | Path) -> list[Pair]:
     for stem, ip in images.items():
         img = np.squeeze(tifffile.imread(ip))
         lab = np.squeeze(tifffile.imread(labels[stem]))
+        if img.ndim == 3 and img.shape[-1] in (3, 4) and lab.shape == img.shape[:2]:
+            # grey saved as RGB(A), as in the DSB2018 nuclei images: one channel holds it all
+            if not all(np.array_equal(img[..., 0], img[..., c]) for c in (1, 2)):
+                raise ValueError(
+                    f"{ip}: a colour RGB image; export the nuclear channel alone as a 2-D image"
+                )
+            img = img[..., 0]
         if img.ndim != 2:
             raise ValueError(f"{ip}: expected a 2-D image, got shape {img.shape}")
         problem = nonfinite_pixels(img)
