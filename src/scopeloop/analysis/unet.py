@@ -130,7 +130,8 @@ def clip_hot_pixels(frames: Tensor, margin: float = 0.5) -> Tensor:
     stands above all but at most one of its 8 neighbours, while a nucleus, however
     small, spans several pixels. A pixel is replaced by the second-brightest of
     its neighbours when it exceeds it by more than ``margin`` times the frame's
-    1-99.8 percentile range, so clean frames pass unchanged. Left in, a few hot
+    1-99.8 percentile range, so clean frames pass all but unchanged (a rare
+    noise peak in a very faint frame). Left in, a few hot
     pixels per thousand set the upper percentile of the normalisation and each
     becomes a nucleus.
     """
