@@ -116,11 +116,17 @@ def _percentiles(x: Tensor, lo_pct: float, hi_pct: float) -> tuple[Tensor, Tenso
     """
     n = x.shape[0]
     step = 4 if x.shape[-1] * x.shape[-2] > 256 * 256 else 1
-    sample = x[:, ::step, ::step].reshape(n, -1)
-    q = torch.quantile(
-        sample, torch.tensor([lo_pct / 100, hi_pct / 100], device=x.device), dim=1
-    )  # (2, N)
-    return q[0].view(n, 1, 1), q[1].view(n, 1, 1)
+    ordered = x[:, ::step, ::step].reshape(n, -1).sort(dim=1).values
+    last = ordered.shape[1] - 1
+
+    def at(pct: float) -> Tensor:
+        # torch.quantile's linear interpolation, with positions worked out on the host:
+        # no tensor of quantiles copied to the device (a stream sync) for every frame
+        pos = pct / 100 * last
+        i = int(pos)
+        return torch.lerp(ordered[:, i], ordered[:, min(i + 1, last)], pos - i).view(n, 1, 1)
+
+    return at(lo_pct), at(hi_pct)
 
 
 def clip_hot_pixels(frames: Tensor, margin: float = 0.5) -> Tensor:
