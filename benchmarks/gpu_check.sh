@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The CUDA half of the segmentation checks and figures, in one command:
 #
-#   bash benchmarks/gpu_check.sh [OUT_DIR]        (default: bench_results/cuda)
+#   bash benchmarks/gpu_check.sh [OUT_DIR [BENCH_OPTIONS...]]   (default: bench_results/cuda)
+#
+# BENCH_OPTIONS go to `scopeloop bench segmentation` (e.g. `-s unet` to leave out
+# the classical pipeline, which runs on the host and takes a minute there).
 #
 # Runs from a source checkout (nothing installed) on a machine whose python3
 # has a CUDA build of PyTorch with NumPy, SciPy, scikit-image, typer and
@@ -35,5 +38,5 @@ rc=0
 python3 -m pytest -q -p no:cacheprovider --noconftest tests/test_unet.py 2>&1 \
     | tee "$out/test_unet.log" || rc=1
 python3 -m scopeloop bench segmentation --device cuda --tta --nucleus-diameter 68 \
-    --out "$out" 2>&1 | tee "$out/bench_segmentation.log" || rc=1
+    --out "$out" "${@:2}" 2>&1 | tee "$out/bench_segmentation.log" || rc=1
 exit $rc

@@ -33,6 +33,12 @@ def bench(
     tta: bool = typer.Option(
         False, "--tta", help="Also time each U-Net with test-time flip averaging (segmentation)."
     ),
+    segmenters: list[str] = typer.Option(
+        None,
+        "--segmenter",
+        "-s",
+        help="Segmenters to time (segmentation; repeatable; default classical and unet).",
+    ),
     nucleus_diameter: float | None = typer.Option(
         None,
         "--nucleus-diameter",
@@ -62,6 +68,8 @@ def bench(
                 options["weights"] = weights
             if tta and "tta" in params:
                 options["tta"] = True
+            if segmenters and "segmenters" in params:
+                options["segmenters"] = segmenters
             if nucleus_diameter is not None and "nucleus_diameter_px" in params:
                 options["nucleus_diameter_px"] = nucleus_diameter
             result = module.run(quick=quick, device=device, **options)
