@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,8 @@ from scopeloop.analysis.unet import (
     clip_hot_pixels,
     default_weights_path,
     extract_instances,
+    fold_batchnorm,
+    load_unet,
     normalise_frames,
 )
 from scopeloop.simulation.synthetic import test_set
@@ -39,6 +43,31 @@ def test_instance_extraction_recovers_ground_truth_from_ideal_maps(crowded: list
         ids = np.unique(lab)
         np.testing.assert_array_equal(ids, np.arange(len(ids)))  # consecutive per frame
         assert score_image(s.labels, lab).ap[0.5] > 0.95
+
+
+def _network_maps(frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    return UNetSegmenter(device="cpu").predict_maps(torch.from_numpy(frames.astype(np.float32)))
+
+
+@needs_weights
+def test_compiled_extraction_gives_the_same_labels(crowded: list) -> None:
+    """The fused (torch.compile) propagation steps used on CUDA, checked here on CPU."""
+    fg, centre = _network_maps(np.stack([s.image for s in crowded]))
+    eager = extract_instances(fg, centre, fg_threshold=0.4, seed_threshold=0.4)
+    fused = extract_instances(fg, centre, fg_threshold=0.4, seed_threshold=0.4, compiled=True)
+    assert int(eager.max()) > 50
+    assert torch.equal(eager, fused)
+
+
+@needs_weights
+def test_folded_batchnorm_computes_the_same_maps(crowded: list) -> None:
+    net, _ = load_unet()
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # copy, not in place
+    x = normalise_frames(torch.from_numpy(crowded[0].image.astype(np.float32))[None])[:, None]
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), atol=2e-4, rtol=1e-4)
 
 
 def test_extraction_is_per_frame_and_drops_small_objects() -> None:
@@ -176,8 +205,14 @@ def test_flip_averaging_gives_the_same_answer_for_a_flipped_frame(crowded: list)
 def test_cuda_half_precision_matches_cpu(crowded: list) -> None:
     frames = np.stack([s.image for s in crowded])
     gpu = get_segmenter("unet", device="cuda")
-    assert gpu.half and gpu.channels_last
-    lab_gpu = gpu.segment(frames)
+    assert gpu.half and gpu.channels_last and gpu.compiled
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the compiled extraction, not its eager fallback
+        lab_gpu = gpu.segment(frames)
+    fg, centre = gpu.predict_maps(torch.from_numpy(frames.astype(np.int32)).cuda())
+    kw = {"fg_threshold": 0.4, "seed_threshold": 0.4}
+    fused = extract_instances(fg, centre, compiled=True, **kw)
+    assert torch.equal(fused, extract_instances(fg, centre, **kw))
     lab_cpu = get_segmenter("unet", device="cpu").segment(frames)
     for g, c in zip(lab_gpu, lab_cpu, strict=True):
         assert score_image(c, g).ap[0.5] > 0.95

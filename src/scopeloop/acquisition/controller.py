@@ -524,6 +524,9 @@ class RunController:
             if proto.analysis.enabled:
                 seg = self._make_segmenter(objective.pixel_size_um)
                 model_hash, model_meta = _model_provenance(seg)
+                warm_up = getattr(seg, "warm_up", None)
+                if warm_up is not None:  # GPU kernels compiled now, not on the first frame
+                    warm_up(self.core.getImageHeight(), self.core.getImageWidth())
                 from scopeloop.analysis.pipeline import PositionAnalyzer
 
                 detectors = proto.detectors
