@@ -16,7 +16,9 @@
 # Writes: gpu.txt (the device), test_unet.log (the U-Net tests, CUDA ones
 # included), segmentation.json and bench_segmentation.log (frames per second
 # and latency at 512x512 and 2048x2048, batch 1 and batched, plain, with flip
-# averaging, and binned for 68-pixel nuclei). Exit status 1 if any step failed.
+# averaging, and binned for 68-pixel nuclei), unet_stages.log and .json (where a
+# frame's time goes, each speed-up timed against what it replaced). Exit status 1
+# if any step failed.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd) || exit 1
 out=$(realpath -m "${1:-$root/bench_results/cuda}")
@@ -39,4 +41,6 @@ python3 -m pytest -q -p no:cacheprovider --noconftest tests/test_unet.py 2>&1 \
     | tee "$out/test_unet.log" || rc=1
 python3 -m scopeloop bench segmentation --device cuda --tta --nucleus-diameter 68 \
     --out "$out" "${@:2}" 2>&1 | tee "$out/bench_segmentation.log" || rc=1
+python3 benchmarks/unet_stages.py --device cuda --out "$out/unet_stages.json" 2>&1 \
+    | tee "$out/unet_stages.log" || rc=1
 exit $rc

@@ -1,0 +1,119 @@
+"""Where a U-Net frame's time goes, stage by stage, with each speed-up timed side
+by side against what it replaced (eager extraction steps, unfolded batch norms).
+
+    python benchmarks/unet_stages.py [--device cuda] [--out bench_results/unet_stages.json]
+
+Prints one line per frame shape and, on CUDA, the kernels that take the most
+device time; writes the figures as JSON. Times are medians of 10 calls, in ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scopeloop.analysis.unet import UNetSegmenter, extract_instances, load_unet, normalise_frames
+from scopeloop.bench.segmentation import _frames
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def _median_ms(fn: Callable[[], Any], sync: Callable[[], None], n: int = 10) -> float:
+    fn()
+    sync()
+    times = []
+    for _ in range(n):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(1e3 * (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
+def _time_stages(
+    seg: UNetSegmenter, eager: UNetSegmenter, unfolded: Any, x: torch.Tensor, sync: Any
+) -> dict[str, Any]:
+    net_in = normalise_frames(x).unsqueeze(1)
+    if seg.half:
+        net_in = net_in.contiguous(memory_format=torch.channels_last).half()
+    fg, centre = seg.predict_maps(x)
+    kw = {
+        "fg_threshold": float(seg.fg_threshold), "seed_threshold": float(seg.seed_threshold),
+        "min_size_px": int(seg.min_size_px), "min_confidence": float(seg.min_confidence),
+    }  # fmt: skip
+    labels = seg.segment_tensor(x)
+    rec: dict[str, Any] = {
+        "objects": int(labels.amax()),
+        "same_labels_as_eager": bool(torch.equal(labels, eager.segment_tensor(x))),
+    }
+    timed = {
+        "segment": lambda: seg.segment_tensor(x),
+        "segment_eager_extraction": lambda: eager.segment_tensor(x),
+        "normalise": lambda: normalise_frames(x),
+        "network": lambda: seg.model(net_in),
+        "network_unfolded_bn": lambda: unfolded(net_in),
+        "extraction": lambda: extract_instances(fg, centre, compiled=seg.compiled, **kw),
+        "extraction_eager": lambda: extract_instances(fg, centre, **kw),
+    }
+    with torch.inference_mode():
+        for name, fn in timed.items():
+            rec[f"{name}_ms"] = _median_ms(fn, sync)
+    return rec
+
+
+def run(device: str, shapes: list[tuple[int, int]]) -> dict[str, Any]:
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    t0 = time.perf_counter()
+    seg = UNetSegmenter(device=device)
+    seg.warm_up(shapes[0][0], shapes[0][0])
+    sync()
+    out: dict[str, Any] = {"device": device, "warm_up_s": time.perf_counter() - t0, "shapes": []}
+    print(f"warm-up (compilation on CUDA): {out['warm_up_s']:.1f} s")
+    eager = UNetSegmenter(device=device, compiled=False)
+    unfolded, _ = load_unet()
+    unfolded = unfolded.to(device)
+    if cuda:
+        unfolded = unfolded.to(memory_format=torch.channels_last).half()  # type: ignore[call-overload]
+    for size, batch in shapes:
+        x = torch.from_numpy(_frames(size, batch).astype(np.int32)).to(device)
+        rec = {"size": size, "batch": batch, **_time_stages(seg, eager, unfolded, x, sync)}
+        out["shapes"].append(rec)
+        print(" ".join(f"{k}={_fmt(v)}" for k, v in rec.items()))
+    if cuda:
+        from torch.profiler import ProfilerActivity, profile
+
+        size, batch = shapes[-1]
+        x = torch.from_numpy(_frames(size, batch).astype(np.int32)).to(device)
+        seg.segment_tensor(x)
+        sync()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            seg.segment_tensor(x)
+            sync()
+        print(f"kernels of one {size}x{size} batch of {batch}:")
+        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=15))
+    return out
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", type=Path, default=Path("bench_results/unet_stages.json"))
+    args = ap.parse_args()
+    cuda = args.device.startswith("cuda")
+    shapes = [(512, 1), (512, 8), (2048, 4), (2048, 1)] if cuda else [(256, 1), (512, 1)]
+    result = run(args.device, shapes)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"results written to {args.out}")
