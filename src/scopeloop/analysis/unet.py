@@ -201,25 +201,41 @@ def _max3x3(x: Tensor) -> Tensor:
     return torch.maximum(torch.maximum(r[..., :-2], r[..., 1:-1]), r[..., 2:])
 
 
-def _cc_steps(labels: Tensor, mask: Tensor, k: int) -> Tensor:
-    """``k`` steps of connected-component labelling: each pixel takes its neighbours' max id."""
+def _cc_steps(labels: Tensor, mask: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``k`` steps of connected-component labelling on pixel-index ids.
+
+    Each pixel takes its neighbours' max id, then the id held by the pixel its id
+    names (pointer jumping: that pixel is in the same region and holds at least
+    as high an id), so ids cross a region in steps that grow with the log of its
+    width, not with the width. Each region ends labelled with its highest pixel
+    index. Returns the labels before and after the last step.
+    """
+    n = labels.shape[0]
+    before = labels
     for _ in range(k):
-        labels = _max3x3(labels) * mask
-    return labels
+        grown = _max3x3(labels) * mask
+        flat = grown.reshape(n, -1)
+        jumped = flat.gather(1, (flat - 1).clamp(min=0).long()).view_as(grown) * mask
+        before, labels = labels, jumped
+    return before, labels
 
 
-def _grow_steps(labels: Tensor, allowed: Tensor, k: int) -> Tensor:
-    """``k`` flooding steps: unlabelled ``allowed`` pixels take their neighbours' max id."""
+def _grow_steps(labels: Tensor, allowed: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``k`` flooding steps: unlabelled ``allowed`` pixels take their neighbours' max id.
+    Returns the labels before and after the last step."""
+    before = labels
     for _ in range(k):
-        labels = torch.where((labels == 0) & allowed, _max3x3(labels), labels)
-    return labels
+        before, labels = labels, torch.where((labels == 0) & allowed, _max3x3(labels), labels)
+    return before, labels
 
 
 #: step functions compiled for CUDA, made on first use
 _COMPILED: dict[Any, Any] = {}
 
 
-def _run_steps(step: Any, labels: Tensor, mask: Tensor, k: int, compiled: bool) -> Tensor:
+def _run_steps(
+    step: Any, labels: Tensor, mask: Tensor, k: int, compiled: bool
+) -> tuple[Tensor, Tensor]:
     """``step(labels, mask, k)``, compiled when asked (and possible).
 
     Eager, one step is five kernels, each a full pass over the frame; at
@@ -248,15 +264,12 @@ def _run_steps(step: Any, labels: Tensor, mask: Tensor, k: int, compiled: bool) 
 def _propagate(
     step: Any, labels: Tensor, mask: Tensor, max_iter: int, compiled: bool, check_every: int = 8
 ) -> Tensor:
-    """Repeat ``step`` until the labels stop changing (checked every few steps).
-
-    Ids only ever grow, so labels equal before and after a run of steps are stable.
-    """
+    """Repeat ``step`` until the labels stop changing (checked every few steps,
+    each check a device sync): a step that changes nothing has reached the end."""
     for _ in range(0, max_iter, check_every):
-        new = _run_steps(step, labels, mask, check_every, compiled)
-        if torch.equal(new, labels):
-            return new
-        labels = new
+        before, labels = _run_steps(step, labels, mask, check_every, compiled)
+        if torch.equal(before, labels):
+            break
     return labels
 
 
