@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from scopeloop.analysis.unet import UNetSegmenter, extract_instances, load_unet, normalise_frames
-from scopeloop.bench.segmentation import _frames
+from scopeloop.bench.segmentation import crowded_frames
 
 
 def _fmt(v: Any) -> str:
@@ -87,7 +87,7 @@ def run(device: str, shapes: list[tuple[int, int]]) -> dict[str, Any]:
     if cuda:
         unfolded = unfolded.to(memory_format=torch.channels_last).half()  # type: ignore[call-overload]
     for size, batch in shapes:
-        x = torch.from_numpy(_frames(size, batch).astype(np.int32)).to(device)
+        x = torch.from_numpy(crowded_frames(size, batch).astype(np.int32)).to(device)
         rec = {"size": size, "batch": batch, **_time_stages(seg, eager, unfolded, x, sync)}
         out["shapes"].append(rec)
         print(" ".join(f"{k}={_fmt(v)}" for k, v in rec.items()))
@@ -95,7 +95,7 @@ def run(device: str, shapes: list[tuple[int, int]]) -> dict[str, Any]:
         from torch.profiler import ProfilerActivity, profile
 
         size, batch = shapes[-1]
-        x = torch.from_numpy(_frames(size, batch).astype(np.int32)).to(device)
+        x = torch.from_numpy(crowded_frames(size, batch).astype(np.int32)).to(device)
         seg.segment_tensor(x)
         sync()
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:

@@ -213,9 +213,9 @@ def _cc_steps(labels: Tensor, mask: Tensor, k: int) -> tuple[Tensor, Tensor]:
     n = labels.shape[0]
     before = labels
     for _ in range(k):
-        grown = _max3x3(labels) * mask
-        flat = grown.reshape(n, -1)
-        jumped = flat.gather(1, (flat - 1).clamp(min=0).long()).view_as(grown) * mask
+        # unmasked pixels are zeroed after the jump; the pixel an id names is masked
+        flat = _max3x3(labels).reshape(n, -1)
+        jumped = flat.gather(1, (flat - 1).clamp(min=0).long()).view_as(labels) * mask
         before, labels = labels, jumped
     return before, labels
 
@@ -238,10 +238,11 @@ def _run_steps(
 ) -> tuple[Tensor, Tensor]:
     """``step(labels, mask, k)``, compiled when asked (and possible).
 
-    Eager, one step is five kernels, each a full pass over the frame; at
-    2048x2048 and ~180 steps per frame that is most of the segmentation time on a
-    GPU. Compiled (torch.compile, Triton), a step is one fused kernel. Shapes are
-    symbolic, so one compilation serves every frame size and batch.
+    Eager, one step is several kernels, each a full pass over the frame; at
+    2048x2048 and over a hundred steps per frame that is most of the segmentation
+    time on a GPU. Compiled (torch.compile, Triton), a step is one or two fused
+    kernels. Shapes are symbolic, so one compilation serves every frame size
+    (and one more every batch of more than one frame).
     """
     if not compiled:
         return step(labels, mask, k)  # type: ignore[no-any-return]

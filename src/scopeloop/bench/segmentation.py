@@ -23,9 +23,9 @@ from ..simulation.synthetic import TEST_SETS, make_sample
 __all__ = ["run"]
 
 
-def _frames(size: int, n: int) -> np.ndarray:
+def crowded_frames(size: int, n: int) -> np.ndarray:
+    """``n`` crowded synthetic fields of ``size`` x ``size``, uint16 like a camera."""
     recipe, base = TEST_SETS["crowded"]
-    # crowded fields at the training nucleus scale; uint16 like a camera
     imgs = []
     for i in range(n):
         s = make_sample(base + 77 + i, (size, size), recipe)
@@ -72,7 +72,7 @@ def run(
     sync = torch.cuda.synchronize if is_cuda else None
     results: list[dict[str, Any]] = []
     # batched: 8 frames at 512, 4 at 2048 on a GPU (2 on a CPU, where one takes seconds)
-    frames = {s: _frames(s, 8 if s <= 512 else (4 if is_cuda else 2)) for s in sizes}
+    frames = {s: crowded_frames(s, 8 if s <= 512 else (4 if is_cuda else 2)) for s in sizes}
     print(f"device: {dev}" + (f" ({torch.cuda.get_device_name()})" if is_cuda else ""))
     print(f"{'segmenter':>10} {'size':>5} {'batch':>5} {'path':>7} {'ms/call':>9} "
           f"{'ms/frame':>9} {'frames/s':>9}")  # fmt: skip
