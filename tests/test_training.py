@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from scopeloop.analysis.training import (
+    _augment,
     load_folder,
     pixel_weights,
     save_unet,
@@ -21,7 +22,7 @@ from scopeloop.analysis.training import (
 )
 from scopeloop.analysis.unet import UNet, load_unet
 from scopeloop.cli.main import app
-from scopeloop.simulation.synthetic import Recipe, make_samples
+from scopeloop.simulation.synthetic import Recipe, make_samples, render_pairs
 
 SMALL = Recipe(radius_px=(5.0, 8.0), coverage=(0.15, 0.3), empty_probability=0.0)
 
@@ -55,19 +56,65 @@ def test_loss_weighs_the_gap_between_touching_nuclei_and_small_objects() -> None
     assert w.max() <= 8.0 and pixel_weights(np.zeros((5, 5), np.int32)).max() == 1.0
 
 
-def test_short_training_run_reduces_validation_loss() -> None:
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+        ),
+    ],
+)
+def test_short_training_run_reduces_validation_loss(device: str) -> None:
     torch.set_num_threads(1)
     samples = make_samples(6, 50, (64, 64), SMALL)
     pairs = [(s.image, s.labels) for s in samples]
     torch.manual_seed(0)  # the model's initial weights must not depend on earlier tests
     res = train_unet(
         pairs[:5], pairs[5:], model=UNet((8, 8, 16, 16, 16)), steps=30, batch_size=4,
-        crop=64, lr=1e-2, eval_every=10, patience=10, seed=0,
+        crop=64, lr=1e-2, eval_every=10, patience=10, seed=0, device=device,
     )  # fmt: skip
     losses = [h["val_loss"] for h in res.history]
     assert len(losses) == 3
     assert min(losses[1:]) < losses[0] * 0.95, losses
     assert res.best_val_loss == min(losses)
+
+
+def test_augmentation_turns_and_flips_image_and_targets_alike() -> None:
+    rng = np.random.default_rng(0)
+    batch = torch.zeros(64, 4, 16, 16)
+    batch[:, 1:] = torch.from_numpy(rng.random((64, 3, 16, 16)))  # maps with no symmetry
+    ys, xs = rng.integers(0, 16, 64), rng.integers(0, 16, 64)
+    for i, (y, x) in enumerate(zip(ys, xs, strict=True)):
+        batch[i, 0, y, x] = 1.0  # one marked pixel in the image
+    noise = torch.Generator().manual_seed(0)
+    out = _augment(list(batch.numpy()), np.random.default_rng(1), noise)
+    assert out.shape == batch.shape
+    seen = set()
+    for before, after in zip(batch, out, strict=True):
+        # the maps are one of the eight turns and flips of the originals ...
+        variants = [torch.rot90(before, k, (1, 2)) for k in range(4)]
+        variants += [v.flip(2) for v in variants]
+        match = [j for j, v in enumerate(variants) if torch.equal(v[1:], after[1:])]
+        assert len(match) == 1
+        seen.add(match[0])
+        # ... and the image went the same way (its brightest pixel is the marked one)
+        marked = variants[match[0]][0]
+        assert int(after[0].argmax()) == int(marked.argmax())
+    assert seen == set(range(8))  # every turn and flip occurs
+    assert not torch.equal(out[:, 0], batch[:, 0])  # intensities changed
+
+
+def test_rendering_in_several_processes_gives_the_same_images() -> None:
+    seeds = [11, 12, 13, 14, 15]
+    one = render_pairs(seeds, (48, 48), workers=1)
+    two = render_pairs(seeds, (48, 48), workers=2)
+    assert len(one) == len(two) == 5
+    for (img1, lab1), (img2, lab2) in zip(one, two, strict=True):
+        np.testing.assert_array_equal(img1, img2)
+        np.testing.assert_array_equal(lab1, lab2)
+    assert not np.array_equal(one[0][0], one[1][0])
 
 
 def _write_folder(root: Path, n: int = 4) -> None:

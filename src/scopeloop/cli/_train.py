@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 import sys
 import time
@@ -88,6 +89,12 @@ def train(
     ),
     seed: int = typer.Option(0, help="Random seed (data, split, initialisation)."),
     threads: int = typer.Option(2, help="CPU threads for torch."),
+    workers: int | None = typer.Option(
+        None,
+        min=1,
+        help="Processes rendering the synthetic images (default: one per CPU core; "
+        "the images are the same whatever the number).",
+    ),
     device: str = typer.Option("cpu", help="Torch device to train on (cpu, cuda, mps, auto)."),
 ) -> None:
     """Train the segmentation U-Net and the cell-stage classifier.
@@ -123,7 +130,7 @@ def train(
         if what in {"unet", "all"}:
             _train_unet(
                 out, data, init, n_images, size, steps, minutes, batch, crop, lr, patience,
-                eval_every, seed, dev, common, widths,
+                eval_every, seed, dev, common, widths, workers or os.cpu_count() or 1,
             )  # fmt: skip
         if what in {"classifier", "all"}:
             if data is not None:
@@ -148,6 +155,7 @@ def _train_unet(
     device: str,
     common: dict[str, Any],
     widths: tuple[int, ...] | None = None,
+    workers: int = 1,
 ) -> None:
     from scopeloop.analysis.metrics import aggregate, score_image
     from scopeloop.analysis.training import (
@@ -174,14 +182,12 @@ def _train_unet(
         recipe = {"source": "folder", "folder": str(data), "n_pairs": len(pairs)}
         peak_lr = lr if lr is not None else 5e-4
     else:
-        from scopeloop.simulation.synthetic import TRAIN_RECIPE, make_sample
+        from scopeloop.simulation.synthetic import TRAIN_RECIPE, render_pairs
 
         t0 = time.perf_counter()
         # train, validation and test images come from disjoint seed ranges
-        all_pairs = []
-        for i in range(n_images):
-            s = make_sample(seed * 1_000_003 + 100_000 + i, (size, size))
-            all_pairs.append((s.image, s.labels))
+        seeds = [seed * 1_000_003 + 100_000 + i for i in range(n_images)]
+        all_pairs = render_pairs(seeds, (size, size), workers)
         train_p, val_p, test_p = split_pairs(all_pairs, 0.1, 0.1, seed)
         typer.echo(
             f"unet: rendered {n_images} synthetic images in {time.perf_counter() - t0:.0f} s "

@@ -19,6 +19,9 @@ Named test sets of fixed difficulty (``sparse``, ``crowded``, ``low_signal``,
 
 from __future__ import annotations
 
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +39,7 @@ __all__ = [
     "make_sample",
     "make_samples",
     "recipe_for",
+    "render_pairs",
     "test_set",
 ]
 
@@ -381,6 +385,26 @@ def make_sample(
         "uint8": float(to_uint8), "n_objects": float(len(present)),
     }  # fmt: skip
     return SyntheticSample(image, remap[labels], stages, params)
+
+
+def _image_and_labels(job: tuple[int, tuple[int, int]]) -> tuple[NDArray[Any], NDArray[Any]]:
+    sample = make_sample(*job)
+    return sample.image, sample.labels
+
+
+def render_pairs(
+    seeds: Sequence[int], shape: tuple[int, int] = (256, 256), workers: int = 1
+) -> list[tuple[NDArray[Any], NDArray[Any]]]:
+    """``(image, labels)`` of :func:`make_sample` for each seed (training recipe),
+    rendered in ``workers`` processes; the same pairs whatever the number."""
+    jobs = [(int(seed), shape) for seed in seeds]
+    if workers <= 1 or len(jobs) < 2:
+        return [_image_and_labels(job) for job in jobs]
+    # spawned, not forked: the caller may hold torch's thread pools
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        chunk = max(1, len(jobs) // (4 * workers))
+        return list(pool.map(_image_and_labels, jobs, chunksize=chunk))
 
 
 def make_samples(
