@@ -19,7 +19,6 @@ Named test sets of fixed difficulty (``sparse``, ``crowded``, ``low_signal``,
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -400,9 +399,7 @@ def render_pairs(
     jobs = [(int(seed), shape) for seed in seeds]
     if workers <= 1 or len(jobs) < 2:
         return [_image_and_labels(job) for job in jobs]
-    # spawned, not forked: the caller may hold torch's thread pools
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(workers) as pool:
         chunk = max(1, len(jobs) // (4 * workers))
         return list(pool.map(_image_and_labels, jobs, chunksize=chunk))
 
