@@ -91,6 +91,16 @@ def test_extraction_is_per_frame_and_drops_small_objects() -> None:
     assert int((lab[0] == 1).sum()) == 64 and int((lab[1] == 1).sum()) == 100
 
 
+def test_objects_stay_apart_in_frames_of_over_ten_million_pixels() -> None:
+    # two one-pixel objects, next to each other in raster order at the start of the last
+    # row: ids above 2**24 that float32 rounds to one value (a 3200x3200 sensor is 10 Mpx)
+    h, w = 3, 3_500_000
+    fg, centre = torch.zeros(1, h, w), torch.zeros(1, h, w)
+    fg[0, 1, w - 1] = fg[0, 2, 0] = 1
+    lab = extract_instances(fg, centre, min_size_px=1, levels=1)
+    assert int(lab.max()) == 2 and lab[0, 1, w - 1] != lab[0, 2, 0]
+
+
 def test_foreground_without_a_seed_is_kept_as_its_own_object() -> None:
     # a nucleus cut by the frame edge: foreground, but its centre lies outside the frame
     fg = torch.zeros(1, 32, 32)

@@ -277,8 +277,10 @@ def _propagate(
 def _connected_components(mask: Tensor, max_iter: int, compiled: bool = False) -> Tensor:
     """Label 8-connected regions of a ``(N, 1, H, W)`` bool mask (ids = max pixel index + 1)."""
     n, _, h, w = mask.shape
-    idx = torch.arange(1, h * w + 1, device=mask.device, dtype=torch.float32).view(1, 1, h, w)
-    labels = torch.where(mask, idx.expand(n, 1, h, w), torch.zeros((), device=mask.device))
+    # int32 ids: exact for any frame (float32 would merge ids above 2**24, i.e. frames
+    # over ~2900x2900 once seedless objects are offset by the frame's pixel count)
+    idx = torch.arange(1, h * w + 1, device=mask.device, dtype=torch.int32).view(1, 1, h, w)
+    labels = torch.where(mask, idx.expand(n, 1, h, w), idx.new_zeros(()))
     return _propagate(_cc_steps, labels, mask, max_iter, compiled)
 
 
@@ -329,7 +331,7 @@ def extract_instances(
     # objects, with ids above every seeded one
     rest = fg & (labels == 0)
     orphans = _connected_components(rest, max_iter, compiled)
-    labels = torch.where(rest, orphans + float(h * w), labels)
+    labels = torch.where(rest, orphans + h * w, labels)
     # consecutive ids per frame, small objects dropped, in one unique over the batch
     hw1 = 2 * h * w + 1
     key = labels.view(n, -1).long() + torch.arange(n, device=labels.device).view(n, 1) * hw1
