@@ -536,7 +536,7 @@ class UNetSegmenter:
     def warm_up(self, height: int, width: int, batch: int = 1) -> None:
         """Run one blank batch of this shape, so the first real frame pays no
         compilation or cuDNN algorithm search (seconds on a GPU; nothing on CPU)."""
-        if self._dev.type == "cpu":
+        if self._dev.type == "cpu" or min(height, width, batch) < 1:
             return
         self.segment_tensor(torch.zeros((batch, height, width), device=self._dev))
 
