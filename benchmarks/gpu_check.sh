@@ -13,8 +13,8 @@
 # typing-extensions, useq-schema, shapely) are installed from a folder of
 # wheels named by SCOPELOOP_WHEELS when it is set; nothing is downloaded.
 #
-# Writes: gpu.txt (the device), test_unet.log (the U-Net tests, CUDA ones
-# included), segmentation.json and bench_segmentation.log (frames per second
+# Writes: gpu.txt (the device), tests.log (the U-Net and training tests, CUDA
+# ones included), segmentation.json and bench_segmentation.log (frames per second
 # and latency at 512x512 and 2048x2048, batch 1 and batched, plain, with flip
 # averaging, and binned for 68-pixel nuclei), unet_stages.log and .json (where a
 # frame's time goes, each speed-up timed against what it replaced). Exit status 1
@@ -36,12 +36,12 @@ assert torch.cuda.is_available(), "PyTorch sees no CUDA device"
 print("torch", torch.__version__, "CUDA", torch.version.cuda, "on", torch.cuda.get_device_name())
 PY
 rc=0
-# conftest.py builds the simulated microscope (pymmcore-plus); the U-Net tests need none of it.
+# conftest.py builds the simulated microscope (pymmcore-plus); these tests need none of it.
 # The CPU compilation test is left out (a minute of C++ builds, nothing about the GPU); the
 # CUDA test compares compiled and eager extraction on the GPU itself.
-python3 -m pytest -q -p no:cacheprovider --noconftest tests/test_unet.py \
+python3 -m pytest -q -p no:cacheprovider --noconftest tests/test_unet.py tests/test_training.py \
     --deselect tests/test_unet.py::test_compiled_extraction_gives_the_same_labels 2>&1 \
-    | tee "$out/test_unet.log" || rc=1
+    | tee "$out/tests.log" || rc=1
 python3 -m scopeloop bench segmentation --device cuda --tta --nucleus-diameter 68 \
     --out "$out" "${@:2}" 2>&1 | tee "$out/bench_segmentation.log" || rc=1
 python3 benchmarks/unet_stages.py --device cuda --out "$out/unet_stages.json" 2>&1 \
