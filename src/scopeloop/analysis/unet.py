@@ -5,10 +5,10 @@ The network predicts two maps per pixel: foreground probability and a
 nucleus' centre). Instances come from those maps without leaving the device:
 
 1. seeds = foreground pixels with centre-ness above a threshold; connected
-   seed regions get one id each by iterated 3x3 max-pooling of pixel indices
-   (a GPU connected-components labelling);
+   seed regions get one id each by iterated 3x3 maxima of int32 pixel indices
+   with pointer jumping (a GPU connected-components labelling);
 2. the ids grow into the foreground in descending order of centre-ness
-   (a flooding, watershed-like propagation, again by max-pooling);
+   (a flooding, watershed-like propagation, again by 3x3 maxima);
 3. objects below a minimum size or a minimum mean foreground probability
    (out-of-focus blobs the network is unsure of) are dropped and ids made
    consecutive per frame with one ``torch.unique``.
@@ -17,8 +17,9 @@ Nuclei larger than any the network was trained on (a high-magnification
 objective without binning) are segmented on frames mean-binned by an integer
 factor, given the typical nucleus diameter; the labels are scaled back up on
 the device. Only the final int32 label images are copied to the host. On CUDA
-the network runs in half precision with channels-last memory; on CPU it is the
-same code in float32. Input frames of any dtype and intensity range are normalised per frame
+the network runs in half precision with channels-last memory and the
+propagation steps run as compiled, fused kernels; on CPU it is the same code,
+eager, in float32. Input frames of any dtype and intensity range are normalised per frame
 by percentiles (1st -> 0, 99.8th -> 1).
 """
 
