@@ -236,6 +236,34 @@ def test_cuda_half_precision_matches_cpu(crowded: list) -> None:
         assert score_image(c, g).ap[0.5] > 0.95
 
 
+@needs_weights
+def test_measurements_in_the_cleaned_frame_do_not_see_a_hot_pixel(crowded: list) -> None:
+    from scopeloop.analysis.measure import measure_objects
+
+    s = crowded[0]
+    img = s.image.astype(np.uint16)
+    ids, counts = np.unique(s.labels[s.labels > 0], return_counts=True)
+    ys, xs = np.nonzero(s.labels == ids[counts.argmax()])
+    y, x = int(ys[len(ys) // 2]), int(xs[len(xs) // 2])
+    hot = img.copy()
+    hot[y, x] = 65535  # inside the largest nucleus
+    seg = UNetSegmenter(device="cpu")
+    labels, cleaned = seg.segment_and_clean(hot)
+    np.testing.assert_array_equal(labels, seg.segment(hot))
+    assert cleaned.dtype == np.float32 and cleaned.shape == img.shape
+    assert cleaned[y, x] <= img[y - 1 : y + 2, x - 1 : x + 2].max()
+    assert np.count_nonzero(cleaned != hot) <= 1 + img.size // 10_000  # little else changes
+    obj = labels[y, x]
+    assert obj > 0
+
+    def mean_of_obj(frame: np.ndarray) -> float:
+        m = measure_objects(labels, frame, pixel_size_um=1.0)
+        return float(m.mean_intensity[m.label == obj][0])
+
+    assert mean_of_obj(hot) > 1.05 * mean_of_obj(img)  # the hot pixel, measured raw
+    assert mean_of_obj(cleaned) == pytest.approx(mean_of_obj(img), rel=0.01)
+
+
 def test_bin_factor_brings_large_nuclei_into_the_trained_range() -> None:
     from scopeloop.analysis.unet import bin_factor
 

@@ -174,13 +174,20 @@ class AnalysisWorker:
     def _process(self, item: FrameItem) -> None:
         info = item.info
         t0 = time.perf_counter()
-        labels = np.asarray(self.segmenter.segment(item.image[None]))[0]
+        image = item.image
+        segment_and_clean = getattr(self.segmenter, "segment_and_clean", None)
+        if segment_and_clean is not None:
+            # measured in the frame the segmenter cleaned of hot pixels; the store keeps
+            # the camera's frame
+            labels, image = (np.asarray(a)[0] for a in segment_and_clean(item.image[None]))
+        else:
+            labels = np.asarray(self.segmenter.segment(item.image[None]))[0]
         if self._write_labels is not None:
             self._write_labels(item.store_image, item.t_index, labels)
         analyzer = self.analyzers.get(info.position)
         if analyzer is None:
             analyzer = self.analyzers[info.position] = self._make_analyzer(info.position)
-        detections = analyzer.process(item.image, labels, info)
+        detections = analyzer.process(image, labels, info)
         with self._cv:
             self.detections += len(detections)
         ctx = self.scheduler.context(info.position, info.t_s)

@@ -180,12 +180,15 @@ def clip_hot_pixels(frames: Tensor, margin: float = 0.5) -> Tensor:
     return torch.where(frames - clipped > margin * (hi - lo), clipped, frames)
 
 
-def normalise_frames(frames: Tensor, lo_pct: float = 1.0, hi_pct: float = 99.8) -> Tensor:
+def normalise_frames(
+    frames: Tensor, lo_pct: float = 1.0, hi_pct: float = 99.8, clean: bool = True
+) -> Tensor:
     """Per-frame percentile normalisation of ``(N, H, W)`` frames to float32.
 
-    Hot pixels are replaced first (:func:`clip_hot_pixels`).
+    Hot pixels are replaced first (:func:`clip_hot_pixels`), unless ``clean`` is
+    False (frames that already were).
     """
-    x = clip_hot_pixels(frames.float())
+    x = clip_hot_pixels(frames.float()) if clean else frames.float()
     lo, hi = _percentiles(x, lo_pct, hi_pct)
     return (x - lo) / torch.clamp(hi - lo, min=1e-6)
 
@@ -484,9 +487,11 @@ class UNetSegmenter:
         )
 
     @torch.inference_mode()
-    def predict_maps(self, frames: Tensor) -> tuple[Tensor, Tensor]:
-        """``(N, H, W)`` frames on the device -> (foreground prob, centre-ness), float32."""
-        x = normalise_frames(frames).unsqueeze(1)
+    def predict_maps(self, frames: Tensor, cleaned: bool = False) -> tuple[Tensor, Tensor]:
+        """``(N, H, W)`` frames on the device -> (foreground prob, centre-ness), float32.
+
+        ``cleaned``: hot pixels already replaced (:func:`clip_hot_pixels`)."""
+        x = normalise_frames(frames, clean=not cleaned).unsqueeze(1)
         h, w = x.shape[-2:]
         ph, pw = (-h) % _MULTIPLE, (-w) % _MULTIPLE
         if ph or pw:
@@ -515,12 +520,19 @@ class UNetSegmenter:
     @torch.inference_mode()
     def segment_tensor(self, frames: Tensor) -> Tensor:
         """Device-side path: ``(N, H, W)`` tensor -> ``(N, H, W)`` int32 labels tensor."""
+        return self._segment(frames)[0]
+
+    def _segment(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """Labels, and the float32 frames they were found in with hot pixels replaced
+        (at full resolution, before any binning)."""
+        cleaned = clip_hot_pixels(frames.float())
+        x = cleaned
         f = self.bin_factor
         h, w = frames.shape[-2:]
         if f > 1:  # as a camera bins: mean of f x f pixels (edge pixels repeated to fill)
-            x = F.pad(frames.float().unsqueeze(1), (0, (-w) % f, 0, (-h) % f), mode="replicate")
-            frames = F.avg_pool2d(x, f).squeeze(1)
-        fg, centre = self.predict_maps(frames)
+            x = F.pad(x.unsqueeze(1), (0, (-w) % f, 0, (-h) % f), mode="replicate")
+            x = F.avg_pool2d(x, f).squeeze(1)
+        fg, centre = self.predict_maps(x, cleaned=True)
         labels = extract_instances(
             fg,
             centre,
@@ -532,7 +544,7 @@ class UNetSegmenter:
         )
         if f > 1:
             labels = labels.repeat_interleave(f, -2).repeat_interleave(f, -1)[..., :h, :w]
-        return labels
+        return labels, cleaned
 
     def warm_up(self, height: int, width: int, batch: int = 1) -> None:
         """Run one blank batch of this shape, so the first real frame pays no
@@ -554,3 +566,17 @@ class UNetSegmenter:
         t, was_2d = self.to_device(frames)
         out = self.segment_tensor(t).cpu().numpy()  # the one host copy
         return out[0] if was_2d else out
+
+    def segment_and_clean(
+        self, frames: NDArray[Any]
+    ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+        """As :meth:`segment`, plus the frames with hot pixels replaced, as float32.
+
+        For what is measured in the same frames (per-object intensities, the stage
+        classifier's crops), so that a hot camera pixel inside a nucleus does not
+        raise its intensity either. One more host copy, of the cleaned frames.
+        """
+        t, was_2d = self.to_device(frames)
+        labels, cleaned = self._segment(t)
+        lab, img = labels.cpu().numpy(), cleaned.cpu().numpy()
+        return (lab[0], img[0]) if was_2d else (lab, img)
