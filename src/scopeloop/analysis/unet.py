@@ -517,11 +517,11 @@ class UNetSegmenter:
         prob = prob[..., :h, :w]
         return prob[:, 0], prob[:, 1]
 
-    @torch.inference_mode()
     def segment_tensor(self, frames: Tensor) -> Tensor:
         """Device-side path: ``(N, H, W)`` tensor -> ``(N, H, W)`` int32 labels tensor."""
         return self._segment(frames)[0]
 
+    @torch.inference_mode()
     def _segment(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """Labels, and the float32 frames they were found in with hot pixels replaced
         (at full resolution, before any binning)."""
