@@ -205,3 +205,27 @@ def test_stage_reaches_every_well_of_a_96_well_plate(sim_core: CMMCorePlus) -> N
     for well in (plan.all_well_positions[0], plan.all_well_positions[-1]):  # A1 and H12
         sim_core.setXYPosition(well.x, well.y)
         assert sim_core.getXYPosition() == pytest.approx((well.x, well.y))
+
+
+def test_hot_pixels_are_a_fixed_pattern_that_grows_with_exposure(sim_core: CMMCorePlus) -> None:
+    core = sim_core
+    _prepare(core, exposure_ms=20)
+    core.setXYPosition(*world_of(core).specimen.well_center_um(EMPTY))
+    clean = core.snap().astype(np.float32)
+    core.setProperty("Camera", "HotPixels(ppm)", 2000)
+    assert float(core.getProperty("Camera", "HotPixels(ppm)")) == 2000
+    a, b = (core.snap().astype(np.float32) for _ in range(2))
+    hot_a = a > np.median(clean) + 100
+    hot_b = b > np.median(clean) + 100
+    assert not (clean > np.median(clean) + 100).any()
+    # about 2000 per million of a 512x512 sensor, most bright enough to see at 20 ms,
+    # in the same places every frame
+    assert 200 < hot_a.sum() < 600
+    assert (hot_a & hot_b).sum() > 0.9 * hot_a.sum()
+    core.setExposure(80)
+    longer = core.snap().astype(np.float32)
+    excess = (longer - np.median(longer))[hot_a] / (a - np.median(a))[hot_a]
+    assert 3.0 < float(np.median(excess)) < 5.0  # dark current: 4x the exposure, 4x the charge
+    core.setProperty("Camera", "HotPixels(ppm)", 0)
+    cold = core.snap()
+    assert not (cold > np.median(cold) + 150).any()

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from scopeloop.analysis.intensity import clean_hot_pixels
 from scopeloop.decisions.policies import Policy
 from scopeloop.models.detections import Detection, FrameInfo
 
@@ -175,13 +176,15 @@ class AnalysisWorker:
         info = item.info
         t0 = time.perf_counter()
         image = item.image
+        # segmented and measured in the frame cleaned of hot pixels (a hot pixel inside a
+        # nucleus raises its intensity; alone, it can become an object); the store keeps
+        # the camera's frame
         segment_and_clean = getattr(self.segmenter, "segment_and_clean", None)
-        if segment_and_clean is not None:
-            # measured in the frame the segmenter cleaned of hot pixels; the store keeps
-            # the camera's frame
+        if segment_and_clean is not None:  # the segmenter cleans, on its own device
             labels, image = (np.asarray(a)[0] for a in segment_and_clean(item.image[None]))
         else:
-            labels = np.asarray(self.segmenter.segment(item.image[None]))[0]
+            image = clean_hot_pixels(item.image)
+            labels = np.asarray(self.segmenter.segment(image[None]))[0]
         if self._write_labels is not None:
             self._write_labels(item.store_image, item.t_index, labels)
         analyzer = self.analyzers.get(info.position)

@@ -40,6 +40,7 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .intensity import clip_hot_pixels, frame_percentiles
 from .segmenter import as_batch, select_device
 
 __all__ = [
@@ -130,56 +131,6 @@ def fold_batchnorm(model: UNet) -> UNet:
     return folded
 
 
-def _percentiles(x: Tensor, lo_pct: float, hi_pct: float) -> tuple[Tensor, Tensor]:
-    """Per-frame low and high percentiles of ``(N, H, W)`` frames, each ``(N, 1, 1)``.
-
-    From a strided subsample (every 4th pixel in each axis for large frames) so
-    the cost stays small at 2048x2048.
-    """
-    n = x.shape[0]
-    step = 4 if x.shape[-1] * x.shape[-2] > 256 * 256 else 1
-    ordered = x[:, ::step, ::step].reshape(n, -1).sort(dim=1).values
-    last = ordered.shape[1] - 1
-
-    def at(pct: float) -> Tensor:
-        # torch.quantile's linear interpolation, with positions worked out on the host:
-        # no tensor of quantiles copied to the device (a stream sync) for every frame
-        pos = pct / 100 * last
-        i = int(pos)
-        return torch.lerp(ordered[:, i], ordered[:, min(i + 1, last)], pos - i).view(n, 1, 1)
-
-    return at(lo_pct), at(hi_pct)
-
-
-def clip_hot_pixels(frames: Tensor, margin: float = 0.5) -> Tensor:
-    """Replace hot pixels of ``(N, H, W)`` float frames by their surroundings.
-
-    A hot camera pixel (or a cosmic-ray hit; now and then two side by side)
-    stands above all but at most one of its 8 neighbours, while a nucleus, however
-    small, spans several pixels. A pixel is replaced by the second-brightest of
-    its neighbours when it exceeds it by more than ``margin`` times the frame's
-    1-99.8 percentile range, so clean frames pass all but unchanged (a rare
-    noise peak in a very faint frame). Left in, a few hot
-    pixels per thousand set the upper percentile of the normalisation and each
-    becomes a nucleus.
-    """
-    h, w = frames.shape[-2:]
-    # mirrored edges, so an edge pixel is not its own neighbour
-    mode = "reflect" if h > 1 and w > 1 else "replicate"
-    p = F.pad(frames.unsqueeze(1), (1, 1, 1, 1), mode=mode).squeeze(1)
-    first = second = torch.full_like(frames, -torch.inf)
-    for dy in range(3):
-        for dx in range(3):
-            if dy == dx == 1:
-                continue  # the pixel itself
-            v = p[..., dy : dy + h, dx : dx + w]
-            second = torch.maximum(second, torch.minimum(first, v))
-            first = torch.maximum(first, v)
-    clipped = torch.minimum(frames, second)
-    lo, hi = _percentiles(clipped, 1.0, 99.8)
-    return torch.where(frames - clipped > margin * (hi - lo), clipped, frames)
-
-
 def normalise_frames(
     frames: Tensor, lo_pct: float = 1.0, hi_pct: float = 99.8, clean: bool = True
 ) -> Tensor:
@@ -189,7 +140,7 @@ def normalise_frames(
     False (frames that already were).
     """
     x = clip_hot_pixels(frames.float()) if clean else frames.float()
-    lo, hi = _percentiles(x, lo_pct, hi_pct)
+    lo, hi = frame_percentiles(x, lo_pct, hi_pct)
     return (x - lo) / torch.clamp(hi - lo, min=1e-6)
 
 

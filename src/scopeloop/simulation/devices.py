@@ -149,6 +149,15 @@ class SimCamera(_WorldDevice, SimpleCameraDevice):
     def offset(self, value: float) -> None:
         self.world.camera = replace(self.world.camera, offset_adu=float(value))
 
+    @pymm_property(name="HotPixels(ppm)", limits=(0.0, 10_000.0))
+    def hot_pixels(self) -> float:
+        """Hot pixels per million sensor pixels: a fixed pattern, bright at long exposures."""
+        return self.world.camera.hot_pixels_per_million
+
+    @hot_pixels.setter
+    def hot_pixels(self, value: float) -> None:
+        self.world.camera = replace(self.world.camera, hot_pixels_per_million=float(value))
+
     # Fault injection, through the device's own properties (as a flaky camera would
     # misbehave): the Nth snap from now raises; each snap takes extra wall time.
     @pymm_property(name="FaultOnSnap", limits=(0, 1_000_000))

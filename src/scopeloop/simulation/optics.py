@@ -11,7 +11,13 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-__all__ = ["camera_readout", "defocus_blur", "defocus_sigma_um", "illumination_profile"]
+__all__ = [
+    "camera_readout",
+    "defocus_blur",
+    "defocus_sigma_um",
+    "hot_pixel_dark_current",
+    "illumination_profile",
+]
 
 EMISSION_WAVELENGTH_UM = 0.51
 
@@ -50,10 +56,35 @@ def illumination_profile(
     return (1.0 - falloff * np.clip(r2, 0, 1)).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=8)
+def hot_pixel_dark_current(
+    shape_yx: tuple[int, int], binning: int, per_million: float, seed: int
+) -> NDArray[np.float32]:
+    """Dark current (electrons per ms) of each read-out pixel from the sensor's hot pixels.
+
+    A fixed pattern, as on a real sCMOS sensor: ``per_million`` of the
+    physical pixels, placed by ``seed``, each with a dark current of 1 to 300
+    electrons per ms (log-uniform), so that at common exposures some are
+    faint and some outshine any nucleus. A binned pixel sums its physical
+    pixels; the pattern is the same for every frame of a shape and binning.
+    """
+    h, w = shape_yx[0] * binning, shape_yx[1] * binning
+    rng = np.random.default_rng([seed, 0x40F])
+    n = int(rng.binomial(h * w, min(per_million * 1e-6, 1.0)))
+    rate = np.zeros(h * w, np.float32)
+    rate[rng.choice(h * w, n, replace=False)] = np.exp(rng.uniform(0.0, np.log(300.0), n))
+    binned: NDArray[np.float32] = rate.reshape(shape_yx[0], binning, shape_yx[1], binning).sum(
+        axis=(1, 3)
+    )
+    binned.setflags(write=False)  # shared by the cache
+    return binned
+
+
 def camera_readout(
     photons: NDArray[np.float32],
     rng: np.random.Generator,
     *,
+    dark_electrons: NDArray[np.float32] | None = None,
     quantum_efficiency: float = 0.8,
     read_noise_e: float = 1.6,
     gain_e_per_adu: float = 0.5,
@@ -63,10 +94,12 @@ def camera_readout(
 ) -> NDArray[np.uint16]:
     """Photons on the sensor -> digital numbers, as an sCMOS camera would give them.
 
-    Shot noise (Poisson on detected electrons), Gaussian read noise, gain,
-    offset and clipping to ``bit_depth``.
+    Shot noise (Poisson on detected electrons, ``dark_electrons`` included),
+    Gaussian read noise, gain, offset and clipping to ``bit_depth``.
     """
     mean = np.clip(photons, 0, None) * np.float32(quantum_efficiency)
+    if dark_electrons is not None:
+        mean = mean + dark_electrons
     read_var = np.float32(read_noise_e**2)
     # Shot + read noise in one normal draw where counts are high (the Poisson's normal
     # limit, indistinguishable above ~50 e-); exact Poisson + read noise where low.

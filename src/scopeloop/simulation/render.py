@@ -12,7 +12,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .nuclei import NucleusBatch, draw_nuclei
-from .optics import camera_readout, defocus_blur, defocus_sigma_um, illumination_profile
+from .optics import (
+    camera_readout,
+    defocus_blur,
+    defocus_sigma_um,
+    hot_pixel_dark_current,
+    illumination_profile,
+)
 from .specimen import CellStage, Specimen, _Cells
 
 __all__ = [
@@ -84,6 +90,8 @@ class CameraSpec:
     offset_adu: float = 100.0
     bit_depth: int = 16
     vignetting: float = 0.15
+    hot_pixels_per_million: float = 0.0  # a fixed pattern of hot pixels (none by default)
+    hot_pixel_seed: int = 0
 
 
 def field_bounds(
@@ -250,9 +258,16 @@ def render_frame(
         specimen.illuminate(
             x0, y0, x1, y1, exposure_ms / 1000.0 * objective.irradiance * channel.toxicity
         )
+    dark = None
+    if camera.hot_pixels_per_million > 0:
+        rate = hot_pixel_dark_current(
+            shape_yx, binning, camera.hot_pixels_per_million, camera.hot_pixel_seed
+        )
+        dark = rate * np.float32(exposure_ms)
     return camera_readout(
         image,
         rng,
+        dark_electrons=dark,
         quantum_efficiency=camera.quantum_efficiency,
         read_noise_e=camera.read_noise_e,
         gain_e_per_adu=camera.gain_e_per_adu,
