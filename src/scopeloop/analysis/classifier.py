@@ -179,18 +179,22 @@ class ClassifierTrainResult:
 
 def _collect(
     data: Sequence[tuple[NDArray[Any], NDArray[np.integer], dict[int, int]]],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    xs, ss, ys = [], [], []
-    for image, labels, stages in data:
+    groups: Sequence[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Crops, scalars, stage and group (the image's ``groups`` entry) of every object."""
+    xs, ss, ys, gs = [], [], [], []
+    for k, (image, labels, stages) in enumerate(data):
         c = object_crops(image, labels)
         keep = [j for j, i in enumerate(c.ids.tolist()) if int(i) in stages]
         xs.append(c.crops[keep])
         ss.append(c.scalars[keep])
         ys.append(np.array([stages[int(c.ids[j])] for j in keep], np.int64))
+        gs.append(np.full(len(keep), groups[k] if groups is not None else 0, np.int64))
     return (
         torch.from_numpy(np.concatenate(xs)),
         torch.from_numpy(np.concatenate(ss)),
         torch.from_numpy(np.concatenate(ys)),
+        torch.from_numpy(np.concatenate(gs)),
     )
 
 
@@ -218,6 +222,7 @@ def stage_report(pred: NDArray[np.int64], true: NDArray[np.int64]) -> dict[str, 
 def train_classifier(
     data: Sequence[tuple[NDArray[Any], NDArray[np.integer], dict[int, int]]],
     *,
+    sources: Sequence[str] | None = None,
     epochs: int = 16,
     batch_size: int = 128,
     lr: float = 3e-3,
@@ -230,7 +235,11 @@ def train_classifier(
 
     Images are split 70/15/15 into train/validation/test; class-balanced
     sampling (mitotic figures are rare); early stopping on validation loss.
+    ``sources`` names where each image came from (e.g. ``"synthetic"``,
+    ``"microscope"``); the test scores are then also reported per source.
     """
+    if sources is not None and len(sources) != len(data):
+        raise ValueError(f"{len(sources)} sources given for {len(data)} images")
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     order = rng.permutation(len(data))
@@ -240,17 +249,27 @@ def train_classifier(
         "test": [data[i] for i in order[n_val : 2 * n_val]],
         "train": [data[i] for i in order[2 * n_val :]],
     }
-    x_tr, s_tr, y_tr = _collect(parts["train"])
-    x_va, s_va, y_va = _collect(parts["val"])
-    x_te, s_te, y_te = _collect(parts["test"])
+    test_sources = [sources[i] for i in order[n_val : 2 * n_val]] if sources else []
+    names = sorted(set(sources or [""]))
+    train_groups = [names.index(sources[i]) if sources else 0 for i in order[2 * n_val :]]
+    x_tr, s_tr, y_tr, g_tr = _collect(parts["train"], train_groups)
+    x_va, s_va, y_va, _ = _collect(parts["val"])
+    x_te, s_te, y_te, _ = _collect(parts["test"])
     dev = torch.device(device)
     net = StageNet().to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     counts = torch.bincount(y_tr, minlength=len(STAGES)).float().clamp(min=1)
     # partly balanced sampling: rare mitotic stages seen often enough to learn, but
-    # not so often that the common interphase nucleus gets called mitotic
-    sample_w = (counts**-0.5)[y_tr]
-    n_per_epoch = min(len(y_tr), 6000)
+    # not so often that the common interphase nucleus gets called mitotic; and each
+    # source drawn equally often, so that the one with more nuclei does not crowd out
+    # how the other's look
+    sample_w = torch.zeros(len(y_tr))
+    for g in sorted(set(g_tr.tolist())):
+        mine = g_tr == g
+        per_stage = torch.bincount(y_tr[mine], minlength=len(STAGES)).float().clamp(min=1)
+        w = (per_stage**-0.5)[y_tr[mine]]
+        sample_w[mine] = w / w.sum()
+    n_per_epoch = min(len(y_tr), 16_000)
     best, best_state, bad, t0 = float("inf"), None, 0, time.perf_counter()
     epoch = 0
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=lr * 0.02)
@@ -286,13 +305,20 @@ def train_classifier(
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
-    with torch.no_grad():
-        pred = net(x_te.to(dev), s_te.to(dev)).argmax(1).cpu().numpy()
+
+    def report(x: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        with torch.no_grad():
+            pred = net(x.to(dev), s.to(dev)).argmax(1).cpu().numpy()
+        return stage_report(pred, y.numpy())
+
     summary = {
         "epochs_run": epoch, "best_val_loss": best, "seconds": round(time.perf_counter() - t0, 1),
         "n_objects": {"train": len(y_tr), "validation": len(y_va), "test": len(y_te)},
-        "test_ground_truth_masks": stage_report(pred, y_te.numpy()),
+        "test_ground_truth_masks": report(x_te, s_te, y_te),
     }  # fmt: skip
+    for name in sorted(set(test_sources)):
+        mine = [d for d, src in zip(parts["test"], test_sources, strict=True) if src == name]
+        summary[f"test_ground_truth_masks_{name}"] = report(*_collect(mine)[:3])
     return ClassifierTrainResult(net.cpu(), summary)
 
 

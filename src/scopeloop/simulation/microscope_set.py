@@ -20,6 +20,9 @@ is 41 um wide and holds three or four nuclei, too few for a tight score.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -27,7 +30,14 @@ from .render import CHANNELS, OBJECTIVES, field_bounds, render_frame
 from .specimen import CellStage, Specimen, SpecimenOptions
 from .synthetic import STAGES, SyntheticSample
 
-__all__ = ["ALL_MICROSCOPE", "MICROSCOPE_SETS", "expand_set_names", "microscope_samples"]
+__all__ = [
+    "ALL_MICROSCOPE",
+    "MICROSCOPE_SETS",
+    "TRAINING_SEED_OFFSET",
+    "expand_set_names",
+    "microscope_samples",
+    "microscope_training_samples",
+]
 
 #: set name -> (objective, base seed, frame size in pixels)
 MICROSCOPE_SETS: dict[str, tuple[str, int, int]] = {
@@ -38,6 +48,8 @@ MICROSCOPE_SETS: dict[str, tuple[str, int, int]] = {
 }
 #: the name that stands for all of them
 ALL_MICROSCOPE = "microscope"
+#: training frames shift the sets' seeds by this (times 100,000); evaluation uses 0 and a few
+TRAINING_SEED_OFFSET = 1000
 
 # specimen stage -> stage-classifier class (dying nuclei are interphase-like, as in training)
 _STAGE_CLASS = {
@@ -59,56 +71,84 @@ def expand_set_names(names: list[str]) -> list[str]:
 
 
 def microscope_samples(
-    name: str, n: int, seed: int = 0, shape: tuple[int, int] | None = None
+    name: str, n: int, seed: int = 0, shape: tuple[int, int] | None = None, workers: int = 1
 ) -> list[SyntheticSample]:
     """``n`` frames of the named set with their labels and stages.
 
     ``seed`` shifts the set's fixed seeds by ``100_000 * seed`` (0 = the published set);
-    ``shape`` overrides the set's frame size.
+    ``shape`` overrides the set's frame size; ``workers`` processes render the frames
+    (the same frames whatever the number).
     """
     if name not in MICROSCOPE_SETS:
         raise ValueError(
             f"unknown microscope set {name!r}; choose from {', '.join(MICROSCOPE_SETS)}"
         )
     objective_name, base, size = MICROSCOPE_SETS[name]
-    shape = shape or (size, size)
-    objective = OBJECTIVES[objective_name]
-    out = []
-    for i in range(n):
-        rng = np.random.default_rng(base + 100_000 * seed + i)
-        density = float(np.exp(rng.uniform(np.log(100.0), np.log(4000.0))))
-        specimen = Specimen(
-            int(rng.integers(2**31)), SpecimenOptions(well_densities_per_mm2={"A1": density})
-        )
-        specimen.advance_to(float(rng.uniform(0.0, 24.0)) * 3600.0)
-        x, y = (float(v) for v in rng.uniform(-1000.0, 1000.0, 2))
-        # a focus error of about a micrometre either way, as autofocus leaves it
-        dz = float(np.clip(rng.normal(0.0, 1.0), -2.5, 2.5))
-        # 3 to 100 ms: tens to a few thousand photons per nucleus pixel, by objective
-        exposure_ms = float(np.exp(rng.uniform(np.log(3.0), np.log(100.0))))
-        image = render_frame(
-            specimen, x_um=x, y_um=y, z_um=specimen.focus_z_um(x, y) + dz, shape_yx=shape,
-            binning=1, objective=objective, channel=CHANNELS["FITC"],
-            exposure_ms=exposure_ms, light_on=True, rng=rng,
-        )  # fmt: skip
-        pixel_size_um = objective.pixel_size_um
-        cell_ids = specimen.labels(x, y, shape, pixel_size_um)
-        # consecutive ids, as the synthetic samples have
-        ids, inverse = np.unique(cell_ids, return_inverse=True)
-        labels: NDArray[np.int32] = inverse.reshape(shape).astype(np.int32)
-        if ids[0] != 0:  # no background pixel at all
-            labels += 1
-            ids = np.concatenate([[0], ids])
-        cells = specimen.cells_in(*field_bounds(x, y, shape, pixel_size_um))
-        stage_of = dict(zip(cells.id.tolist(), cells.stage.tolist(), strict=True))
-        stages = {k: _STAGE_CLASS[stage_of[int(cid)]] for k, cid in enumerate(ids) if k}
-        params = {
-            "objective_magnification": objective.magnification,
-            "pixel_size_um": pixel_size_um,
-            "density_per_mm2": density,
-            "defocus_um": dz,
-            "exposure_ms": exposure_ms,
-            "n_objects": float(len(ids) - 1),
-        }
-        out.append(SyntheticSample(image, labels, stages, params))
+    jobs = [(objective_name, base + 100_000 * seed + i, shape or (size, size)) for i in range(n)]
+    if workers <= 1 or n < 2:
+        return [_frame(job) for job in jobs]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(_frame, jobs, chunksize=max(1, n // (4 * workers))))
+
+
+def microscope_training_samples(
+    n: int,
+    seed: int = 0,
+    shape: tuple[int, int] = (256, 256),
+    workers: int = 1,
+    sets: Sequence[str] | None = None,
+) -> list[SyntheticSample]:
+    """``n`` frames for training, spread evenly over the named sets' objectives (all four
+    by default).
+
+    Drawn like the named sets but from seeds of their own (offset
+    :data:`TRAINING_SEED_OFFSET`), so no training frame is a test frame.
+    """
+    names = list(sets or MICROSCOPE_SETS)
+    out: list[SyntheticSample] = []
+    for k, name in enumerate(names):
+        count = n // len(names) + (k < n % len(names))
+        out += microscope_samples(name, count, TRAINING_SEED_OFFSET + seed, shape, workers)
     return out
+
+
+def _frame(job: tuple[str, int, tuple[int, int]]) -> SyntheticSample:
+    """One frame: a new specimen, a random position, exposure and focus error."""
+    objective_name, frame_seed, shape = job
+    objective = OBJECTIVES[objective_name]
+    rng = np.random.default_rng(frame_seed)
+    density = float(np.exp(rng.uniform(np.log(100.0), np.log(4000.0))))
+    specimen = Specimen(
+        int(rng.integers(2**31)), SpecimenOptions(well_densities_per_mm2={"A1": density})
+    )
+    specimen.advance_to(float(rng.uniform(0.0, 24.0)) * 3600.0)
+    x, y = (float(v) for v in rng.uniform(-1000.0, 1000.0, 2))
+    # a focus error of about a micrometre either way, as autofocus leaves it
+    dz = float(np.clip(rng.normal(0.0, 1.0), -2.5, 2.5))
+    # 3 to 100 ms: tens to a few thousand photons per nucleus pixel, by objective
+    exposure_ms = float(np.exp(rng.uniform(np.log(3.0), np.log(100.0))))
+    image = render_frame(
+        specimen, x_um=x, y_um=y, z_um=specimen.focus_z_um(x, y) + dz, shape_yx=shape,
+        binning=1, objective=objective, channel=CHANNELS["FITC"],
+        exposure_ms=exposure_ms, light_on=True, rng=rng,
+    )  # fmt: skip
+    pixel_size_um = objective.pixel_size_um
+    cell_ids = specimen.labels(x, y, shape, pixel_size_um)
+    # consecutive ids, as the synthetic samples have
+    ids, inverse = np.unique(cell_ids, return_inverse=True)
+    labels: NDArray[np.int32] = inverse.reshape(shape).astype(np.int32)
+    if ids[0] != 0:  # no background pixel at all
+        labels += 1
+        ids = np.concatenate([[0], ids])
+    cells = specimen.cells_in(*field_bounds(x, y, shape, pixel_size_um))
+    stage_of = dict(zip(cells.id.tolist(), cells.stage.tolist(), strict=True))
+    stages = {k: _STAGE_CLASS[stage_of[int(cid)]] for k, cid in enumerate(ids) if k}
+    params = {
+        "objective_magnification": objective.magnification,
+        "pixel_size_um": pixel_size_um,
+        "density_per_mm2": density,
+        "defocus_um": dz,
+        "exposure_ms": exposure_ms,
+        "n_objects": float(len(ids) - 1),
+    }
+    return SyntheticSample(image, labels, stages, params)
