@@ -150,7 +150,14 @@ class MitosisDetectorConfig(_DetectorBase):
     classifier: str | None = Field(
         None, description="Name of a registered stage classifier; None uses the rule."
     )
-    classifier_min_score: float = Field(0.5, ge=0, le=1)
+    classifier_min_score: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="P(mitotic) from the classifier at which an onset fires. At 0.9 the shipped "
+        "CNN keeps 96 % of onsets at 0.91 precision on the simulated microscope; at 0.5 it "
+        "keeps all at 0.74.",
+    )
 
 
 class AppearanceDetectorConfig(_DetectorBase):
