@@ -102,7 +102,9 @@ def microscope_training_samples(
     by default).
 
     Drawn like the named sets but from seeds of their own (offset
-    :data:`TRAINING_SEED_OFFSET`), so no training frame is a test frame.
+    :data:`TRAINING_SEED_OFFSET`), so no training frame is a test frame. The
+    sets' base seeds are 1,000 apart: beyond 1,000 frames per set, two
+    objectives start to share specimens (never test ones).
     """
     names = list(sets or MICROSCOPE_SETS)
     out: list[SyntheticSample] = []
