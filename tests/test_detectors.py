@@ -161,3 +161,25 @@ def test_confluence_motion_and_morphology_detectors_report_the_field() -> None:
     for d in dets:
         if d.kind == "abnormal_morphology":
             assert d.evidence["reasons"]
+
+
+def test_classifier_onsets_need_a_nucleus_brighter_than_the_field() -> None:
+    from scopeloop.analysis.detectors import register_stage_classifier
+
+    # a classifier that calls every object mitotic: only the field-brightness check is left
+    register_stage_classifier(
+        "all_mitotic", lambda: lambda image, labels, meas: np.full(len(meas), 0.99)
+    )
+    spec = Specimen(4)
+    w = next(w for w in spec.well_names if spec.well_density(w) > 700)
+    x, y = spec.well_center_um(w)
+    cfg = MitosisDetectorConfig(classifier="all_mitotic")
+    found, _, _ = _run_field(4, x, y, 1.0, 1.0, [cfg])
+    onsets = [d for d in found if d.kind == "mitosis_onset"]
+    ratios = [d.evidence["field_ratio"] for d in onsets]
+    n_objects = len(np.unique(spec.labels(x, y, SHAPE, PX))) - 1
+    assert n_objects >= 6 and 0 < len(onsets) < n_objects
+    assert min(ratios) >= 1.0  # no nucleus dimmer than the field's median one fires
+    anyone = MitosisDetectorConfig(classifier="all_mitotic", classifier_min_field_ratio=0.0)
+    found_all, _, _ = _run_field(4, x, y, 1.0, 1.0, [anyone])
+    assert len([d for d in found_all if d.kind == "mitosis_onset"]) > len(onsets)

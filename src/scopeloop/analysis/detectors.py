@@ -272,7 +272,10 @@ class MitosisDetector:
             field_ratio = inten / field_i if field_i > 0 else 1.0
             if p_mitotic is not None:
                 score = float(p_mitotic[i])
-                fired = score >= cfg.classifier_min_score
+                fired = (
+                    score >= cfg.classifier_min_score
+                    and field_ratio >= cfg.classifier_min_field_ratio
+                )
                 evidence = {"rule": "classifier", "p_mitotic": score, "field_ratio": field_ratio}
                 ref_i = float(np.median([p.intensity for p in history])) if history else inten
                 ref_a = float(np.median([p.area_um2 for p in history])) if history else area

@@ -158,6 +158,13 @@ class MitosisDetectorConfig(_DetectorBase):
         "CNN keeps 96 % of onsets at 0.91 precision on the simulated microscope; at 0.5 it "
         "keeps all at 0.74.",
     )
+    classifier_min_field_ratio: float = Field(
+        1.0,
+        ge=0,
+        description="With a classifier, an onset also needs the nucleus at least this bright "
+        "relative to the field's median nucleus: condensing chromatin is bright, while dim "
+        "pieces of a nucleus the segmenter cut apart can look mitotic to the classifier.",
+    )
 
 
 class AppearanceDetectorConfig(_DetectorBase):
