@@ -19,40 +19,25 @@ the shipped weights (or each ``--weights``) and the hand rule; writes JSON.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from scopeloop.analysis.classifier import STAGES, StageClassifier, rule_stage, stage_report
-from scopeloop.simulation.microscope_set import microscope_samples
-from scopeloop.simulation.synthetic import TRAIN_RECIPE, SyntheticSample, make_sample
+from scopeloop.analysis.classifier import STAGES, StageClassifier, rule_stage, stage_scores
+from scopeloop.simulation.microscope_set import STAGE_SETS, microscope_samples
+from scopeloop.simulation.synthetic import CLASSIFIER_RECIPE, SyntheticSample, make_sample
 
 
 def _sources(n_synthetic: int, n_microscope: int) -> dict[str, list[SyntheticSample]]:
-    recipe = dataclasses.replace(TRAIN_RECIPE, mitotic_fraction=(0.15, 0.4), empty_probability=0.0)
-    per = max(1, n_microscope // 3)
+    per = max(1, n_microscope // len(STAGE_SETS))
     return {
-        "synthetic": [make_sample(900_000 + i, (256, 256), recipe) for i in range(n_synthetic)],
-        "microscope": [
-            s
-            for name in ("microscope_10x", "microscope_20x", "microscope_40x")
-            for s in microscope_samples(name, per)
+        "synthetic": [
+            make_sample(900_000 + i, (256, 256), CLASSIFIER_RECIPE) for i in range(n_synthetic)
         ],
+        "microscope": [s for name in STAGE_SETS for s in microscope_samples(name, per)],
     }
-
-
-def _score(call: Any, samples: list[SyntheticSample]) -> dict[str, Any]:
-    pred, true = [], []
-    for s in samples:
-        out = call(s.image, s.labels)
-        for i, stage in s.stages.items():
-            pred.append(STAGES.index(out[i][0]))
-            true.append(stage)
-    return stage_report(np.array(pred), np.array(true))
 
 
 if __name__ == "__main__":
@@ -76,7 +61,7 @@ if __name__ == "__main__":
     print("{:>40} {:>10} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}".format(*head))
     for name, call in callers.items():
         for src, samples in data.items():
-            rep = _score(call, samples)
+            rep = stage_scores(call, [(s.image, s.labels, s.stages) for s in samples])
             results.setdefault(name, {})[src] = rep
             recalls = [rep[s]["recall"] for s in STAGES]
             print(

@@ -16,15 +16,19 @@ from scopeloop.analysis.classifier import (
     default_classifier_path,
     object_crops,
     rule_stage,
-    stage_report,
+    stage_scores,
     train_classifier,
 )
-from scopeloop.simulation.synthetic import TRAIN_RECIPE, make_samples
+from scopeloop.simulation.synthetic import TRAIN_RECIPE, SyntheticSample, make_samples
 
 MITOTIC_RICH = dataclasses.replace(
     TRAIN_RECIPE, mitotic_fraction=(0.3, 0.4), radius_px=(7.0, 10.0), empty_probability=0.0,
     photons=(200.0, 1000.0), defocus_px=(0.0, 0.5), coverage=(0.1, 0.2),
 )  # fmt: skip
+
+
+def _triple(s: SyntheticSample) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    return s.image, s.labels, s.stages
 
 
 def _field() -> tuple[np.ndarray, np.ndarray]:
@@ -90,14 +94,8 @@ def test_microscope_training_frames_cover_every_objective_and_are_not_test_frame
 
 @pytest.mark.skipif(not default_classifier_path().is_file(), reason="no shipped weights")
 def test_shipped_classifier_finds_mitotic_figures_better_than_chance() -> None:
-    clf = StageClassifier(device="cpu")
-    pred_all, true_all = [], []
-    for s in make_samples(12, 900, (192, 192), MITOTIC_RICH):  # ~180 mitotic figures
-        p = clf.predict(s.image, s.labels)
-        for i, stage in s.stages.items():
-            pred_all.append(STAGES.index(p[i][0]))
-            true_all.append(stage)
-    rep = stage_report(np.array(pred_all), np.array(true_all))
+    samples = make_samples(12, 900, (192, 192), MITOTIC_RICH)  # ~180 mitotic figures
+    rep = stage_scores(StageClassifier(device="cpu").predict, [_triple(s) for s in samples])
     assert rep["mitotic"]["recall"] > 0.8 and rep["mitotic"]["precision"] > 0.8, rep
 
 
@@ -124,14 +122,8 @@ def test_cli_trains_the_classifier_on_both_renderers_and_records_it(tmp_path: Pa
 def test_shipped_classifier_does_not_call_the_simulated_microscopes_interphase_mitotic() -> None:
     from scopeloop.simulation.microscope_set import microscope_samples
 
-    clf = StageClassifier(device="cpu")
-    pred_all, true_all = [], []
-    for s in microscope_samples("microscope_10x", 8, shape=(512, 512)):  # test seeds
-        p = clf.predict(s.image, s.labels)
-        for i, stage in s.stages.items():
-            pred_all.append(STAGES.index(p[i][0]))
-            true_all.append(stage)
-    rep = stage_report(np.array(pred_all), np.array(true_all))
+    samples = microscope_samples("microscope_10x", 8, shape=(512, 512))  # test seeds
+    rep = stage_scores(StageClassifier(device="cpu").predict, [_triple(s) for s in samples])
     assert rep["mitotic"]["n"] >= 15, rep
     # a classifier trained on the generator alone called four interphase nuclei of the
     # specimen mitotic for every real mitotic one here (precision 0.2)

@@ -44,6 +44,8 @@ __all__ = [
     "object_crops",
     "rule_stage",
     "save_classifier",
+    "stage_report",
+    "stage_scores",
     "train_classifier",
 ]
 
@@ -219,6 +221,21 @@ def stage_report(pred: NDArray[np.int64], true: NDArray[np.int64]) -> dict[str, 
     return rep
 
 
+def stage_scores(
+    predict: Callable[[NDArray[Any], NDArray[np.integer]], dict[int, tuple[str, float]]],
+    data: Sequence[tuple[NDArray[Any], NDArray[np.integer], dict[int, int]]],
+) -> dict[str, Any]:
+    """:func:`stage_report` of a stage caller (``StageClassifier().predict``,
+    :func:`rule_stage`) on ``(image, labels, {label: stage index})`` triples."""
+    pred, true = [], []
+    for image, labels, stages in data:
+        out = predict(image, labels)
+        for i, stage in stages.items():
+            pred.append(STAGES.index(out[i][0]))
+            true.append(stage)
+    return stage_report(np.array(pred, np.int64), np.array(true, np.int64))
+
+
 def train_classifier(
     data: Sequence[tuple[NDArray[Any], NDArray[np.integer], dict[int, int]]],
     *,
@@ -249,12 +266,15 @@ def train_classifier(
         "test": [data[i] for i in order[n_val : 2 * n_val]],
         "train": [data[i] for i in order[2 * n_val :]],
     }
-    test_sources = [sources[i] for i in order[n_val : 2 * n_val]] if sources else []
     names = sorted(set(sources or [""]))
-    train_groups = [names.index(sources[i]) if sources else 0 for i in order[2 * n_val :]]
-    x_tr, s_tr, y_tr, g_tr = _collect(parts["train"], train_groups)
+
+    def groups(idx: NDArray[np.int64]) -> list[int]:
+        return [names.index(sources[i]) if sources else 0 for i in idx]
+
+    test_groups = groups(order[n_val : 2 * n_val])
+    x_tr, s_tr, y_tr, g_tr = _collect(parts["train"], groups(order[2 * n_val :]))
     x_va, s_va, y_va, _ = _collect(parts["val"])
-    x_te, s_te, y_te, _ = _collect(parts["test"])
+    x_te, s_te, y_te, g_te = _collect(parts["test"], test_groups)
     dev = torch.device(device)
     net = StageNet().to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
@@ -316,9 +336,9 @@ def train_classifier(
         "n_objects": {"train": len(y_tr), "validation": len(y_va), "test": len(y_te)},
         "test_ground_truth_masks": report(x_te, s_te, y_te),
     }  # fmt: skip
-    for name in sorted(set(test_sources)):
-        mine = [d for d, src in zip(parts["test"], test_sources, strict=True) if src == name]
-        summary[f"test_ground_truth_masks_{name}"] = report(*_collect(mine)[:3])
+    for k in sorted(set(test_groups)) if sources else []:
+        mine = g_te == k
+        summary[f"test_ground_truth_masks_{names[k]}"] = report(x_te[mine], s_te[mine], y_te[mine])
     return ClassifierTrainResult(net.cpu(), summary)
 
 

@@ -305,24 +305,23 @@ def _train_classifier(
     except ImportError as exc:  # pragma: no cover - present in this build
         raise BadInput(f"the stage classifier is not available: {exc}") from None
     from scopeloop.simulation.microscope_set import (
+        STAGE_SETS,
         TRAINING_SEED_OFFSET,
         microscope_training_samples,
     )
-    from scopeloop.simulation.synthetic import STAGES, TRAIN_RECIPE, Recipe, make_sample
+    from scopeloop.simulation.synthetic import CLASSIFIER_RECIPE, STAGES, make_sample
 
-    # more mitotic figures than the segmentation recipe, so every stage is well sampled
-    recipe = dataclasses.replace(TRAIN_RECIPE, mitotic_fraction=(0.15, 0.4), empty_probability=0.0)
-    assert isinstance(recipe, Recipe)
     n = max(40, n_images // 3)
-    samples = [make_sample(seed * 1_000_003 + 500_000 + i, (size, size), recipe) for i in range(n)]
+    samples = [
+        make_sample(seed * 1_000_003 + 500_000 + i, (size, size), CLASSIFIER_RECIPE)
+        for i in range(n)
+    ]
     sources = ["synthetic"] * n
     # the specimen's own nuclei (its cell cycle, nuclei pressed against each other, dying
     # cells) next to the generator's: without them the classifier calls many interphase
     # nuclei of the simulated microscope mitotic
-    # 512x512, at 10x to 40x: a 4x nucleus of 7 pixels shows no stage
-    sets = ("microscope_10x", "microscope_20x", "microscope_40x")
     t0 = time.perf_counter()
-    samples += microscope_training_samples(microscope_frames, seed, (512, 512), workers, sets)
+    samples += microscope_training_samples(microscope_frames, seed, (512, 512), workers, STAGE_SETS)
     sources += ["microscope"] * microscope_frames
     if microscope_frames:
         typer.echo(
@@ -337,9 +336,9 @@ def _train_classifier(
         "data": {
             "source": "synthetic" + (" + simulated microscope" if microscope_frames else ""),
             "seeds": f"{seed} * 1000003 + 500000 + [0, {n})",
-            "size_px": size, "recipe": dataclasses.asdict(recipe),
+            "size_px": size, "recipe": dataclasses.asdict(CLASSIFIER_RECIPE),
             "microscope_frames": {
-                "n": microscope_frames, "sets": list(sets), "size_px": 512,
+                "n": microscope_frames, "sets": list(STAGE_SETS), "size_px": 512,
                 "set_seed_offset": TRAINING_SEED_OFFSET + seed,
             },
         },

@@ -33,6 +33,7 @@ from .synthetic import STAGES, SyntheticSample
 __all__ = [
     "ALL_MICROSCOPE",
     "MICROSCOPE_SETS",
+    "STAGE_SETS",
     "TRAINING_SEED_OFFSET",
     "expand_set_names",
     "microscope_samples",
@@ -48,6 +49,8 @@ MICROSCOPE_SETS: dict[str, tuple[str, int, int]] = {
 }
 #: the name that stands for all of them
 ALL_MICROSCOPE = "microscope"
+#: the sets the stage classifier trains and is scored on: a 4x nucleus of 7 pixels shows no stage
+STAGE_SETS = ("microscope_10x", "microscope_20x", "microscope_40x")
 #: training frames shift the sets' seeds by this (times 100,000); evaluation uses 0 and a few
 TRAINING_SEED_OFFSET = 1000
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,8 +31,10 @@ from .nuclei import NucleusBatch, draw_nuclei
 from .optics import camera_readout, defocus_blur, illumination_profile
 
 __all__ = [
+    "CLASSIFIER_RECIPE",
     "STAGES",
     "TEST_SETS",
+    "TRAIN_RECIPE",
     "Recipe",
     "SyntheticSample",
     "make_sample",
@@ -78,6 +80,8 @@ class Recipe:
 
 #: the wide training distribution; it contains every named test set's ranges
 TRAIN_RECIPE = Recipe()
+#: the stage classifier's: more mitotic figures, so every stage is well sampled
+CLASSIFIER_RECIPE = replace(TRAIN_RECIPE, mitotic_fraction=(0.15, 0.4), empty_probability=0.0)
 
 #: named test sets: (recipe, base seed)
 TEST_SETS: dict[str, tuple[Recipe, int]] = {
