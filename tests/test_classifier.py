@@ -128,3 +128,93 @@ def test_shipped_classifier_does_not_call_the_simulated_microscopes_interphase_m
     # a classifier trained on the generator alone called four interphase nuclei of the
     # specimen mitotic for every real mitotic one here (precision 0.2)
     assert rep["mitotic"]["precision"] > 0.6 and rep["mitotic"]["recall"] > 0.6, rep
+
+
+def _write_stage_folder(
+    root: Path, samples: list[tuple[np.ndarray, np.ndarray, dict[int, int]]]
+) -> None:
+    import tifffile
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rows = ["image,label,stage"]
+    for k, (img, lab, stages) in enumerate(samples):
+        tifffile.imwrite(root / "images" / f"field_{k}.tif", img)
+        tifffile.imwrite(root / "labels" / f"field_{k}.tif", lab)
+        # the mitoses only, as an annotator marks them; the rest count as interphase
+        rows += [f"field_{k}.tif,{i},{STAGES[s]}" for i, s in stages.items() if s > 0]
+    (root / "stages.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_stage_folder_reads_the_table_and_explains_problems(tmp_path: Path) -> None:
+    from scopeloop.analysis.training import load_stage_folder
+
+    img, lab = _field()
+    _write_stage_folder(tmp_path / "ok", [(img, lab, {})])
+    table = tmp_path / "ok" / "stages.csv"
+    table.write_text("Image,Label,Stage\nfield_0.tif,4,Prophase\nfield_0,2,telophase\n")
+    ((name, _, labels, stages),) = load_stage_folder(tmp_path / "ok")
+    assert name == "field_0" and labels.shape == lab.shape
+    assert stages == {1: 0, 2: 3, 3: 0, 4: 1}  # unlisted 1 and 3: interphase
+    ((*_, listed),) = load_stage_folder(tmp_path / "ok", unlisted="ignore")
+    assert listed == {2: 3, 4: 1}
+    for text, message in [
+        ("image,label,stage\nfield_0.tif,4,mitotic\n", r"line 2: stage 'mitotic'"),
+        ("image,label,stage\nfield_0.tif,4,prophase\nfield_9.tif,1,prophase\n",
+         r"line 3: image 'field_9.tif' is not in images/"),
+        ("image,label,stage\nfield_0.tif,7,prophase\n", r"line 2: label 7 is not in the mask"),
+        ("image,label,stage\nfield_0.tif,four,prophase\n", r"label 'four' is not an integer"),
+        ("image,id,stage\nfield_0.tif,4,prophase\n", r"columns image,label,stage expected"),
+    ]:  # fmt: skip
+        table.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_stage_folder(tmp_path / "ok")
+    table.unlink()
+    with pytest.raises(FileNotFoundError, match=r"stages\.csv: no stage table"):
+        load_stage_folder(tmp_path / "ok")
+
+
+def _reporter_lost_in_mitosis(seed: int) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    """A generated field as a nuclear reporter that fades when the nuclear envelope
+    breaks down would show it: mitotic figures at a third of their brightness."""
+    from scipy import ndimage
+
+    from scopeloop.simulation.synthetic import CLASSIFIER_RECIPE, make_sample
+
+    s = make_sample(seed, (192, 192), CLASSIFIER_RECIPE)
+    img = s.image.astype(np.float32)
+    bg = float(np.percentile(img, 5))
+    mitotic = np.isin(s.labels, [i for i, k in s.stages.items() if k > 0])
+    near = ndimage.binary_dilation(mitotic, iterations=2)
+    img = np.where(near, bg + (img - bg) / 3, img)
+    return img.astype(s.image.dtype), s.labels, s.stages
+
+
+@pytest.mark.skipif(not default_classifier_path().is_file(), reason="no shipped weights")
+def test_cli_fine_tunes_the_classifier_on_a_users_stage_labels(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from scopeloop.cli.main import app
+
+    torch.set_num_threads(1)
+    _write_stage_folder(
+        tmp_path / "data", [_reporter_lost_in_mitosis(7_000_000 + i) for i in range(12)]
+    )
+    out = tmp_path / "clf"
+    args = ["train", "--what", "classifier", "--data", str(tmp_path / "data"), "--out", str(out)]
+    extra = ["--n-images", "30", "--size", "192", "--threads", "1", "--workers", "1"]
+    result = CliRunner().invoke(app, [*args, *extra])
+    assert result.exit_code == 0, result.output
+    assert "fine-tuning the shipped classifier on 12 images" in result.output
+    meta = json.loads((out / "stage_classifier.json").read_text())
+    assert meta["data"]["user"]["n_images"] == 12 and meta["data"]["microscope_frames"]["n"] == 0
+    assert "--unlisted-objects interphase" in meta["command"] and meta["init_from"]["command"]
+    assert meta["training"]["test_ground_truth_masks_user"]["mitotic"]["n"] > 0
+    held_out = [_reporter_lost_in_mitosis(7_100_000 + i) for i in range(8)]
+    before = stage_scores(StageClassifier(device="cpu").predict, held_out)["mitotic"]
+    after = stage_scores(
+        StageClassifier(out / "stage_classifier.pt", device="cpu").predict, held_out
+    )["mitotic"]
+    assert before["n"] >= 100, before
+    assert after["recall"] > before["recall"] + 0.1, (before, after)
+    assert after["precision"] > before["precision"] - 0.05, (before, after)

@@ -190,3 +190,56 @@ def test_fine_tuned_weights_are_found_beside_the_protocol(tmp_path: Path) -> Non
     data["analysis"] = {"segmenter": "stardist", "weights": "stardist_model"}
     sd = load_protocol(_write(tmp_path, data))
     assert sd.analysis.weights == str((tmp_path / "stardist_model").resolve())
+
+
+def test_a_mitosis_detector_uses_the_stage_classifier_weights_beside_the_protocol(
+    tmp_path: Path,
+) -> None:
+    import numpy as np
+    import torch
+
+    from scopeloop.analysis.classifier import STAGES, StageNet, save_classifier
+    from scopeloop.analysis.detectors import MitosisDetector
+
+    # weights that call every nucleus prophase, unlike the shipped ones
+    net = StageNet()
+    with torch.no_grad():
+        net.head[-1].weight.zero_()
+        net.head[-1].bias.copy_(torch.tensor([-9.0, 9.0, -9.0, -9.0]))
+    weights = save_classifier(net, tmp_path / "mine" / "stage_classifier.pt", {})
+    data = _good()
+    (i,) = [k for k, d in enumerate(data["detectors"]) if d["kind"] == "mitosis"]
+    data["detectors"][i] |= {"classifier": "cnn", "classifier_weights": "mine/stage_classifier.pt"}
+    proto = load_protocol(_write(tmp_path, data))
+    cfg = proto.detectors[i]
+    assert cfg.classifier_weights == str(weights.resolve())  # type: ignore[union-attr]
+
+    img = np.full((64, 64), 100.0, np.float32)
+    labels = np.zeros((64, 64), np.int32)
+    labels[10:20, 10:20], labels[40:52, 30:44] = 1, 2
+    img[labels > 0] = 500.0
+
+    class Meas:  # the rows the detector asks the classifier about
+        label = np.array([1, 2])
+
+    mine = MitosisDetector(cfg)._classifier  # type: ignore[arg-type]
+    shipped = MitosisDetector(cfg.model_copy(update={"classifier_weights": None}))._classifier  # type: ignore[union-attr]
+    assert mine is not None and shipped is not None and len(STAGES) == 4
+    assert np.all(mine(img, labels, Meas) > 0.99)  # type: ignore[arg-type]
+    assert np.all(shipped(img, labels, Meas) < 0.5)  # type: ignore[arg-type]
+    # and the run's record names them
+    from scopeloop.acquisition.controller import _stage_classifier_provenance
+    from scopeloop.storage import file_sha256
+
+    (record,) = _stage_classifier_provenance(proto.detectors)
+    assert record["weights"] == str(weights.resolve())
+    assert record["sha256"] == file_sha256(weights)
+
+    data["detectors"][i]["classifier_weights"] = "elsewhere/stage_classifier.pt"
+    with pytest.raises(ProtocolError, match=rf"detectors\[{i}\].classifier_weights: no weights"):
+        load_protocol(_write(tmp_path, data))
+    data["detectors"][i] |= {"classifier": None, "classifier_weights": "mine/stage_classifier.pt"}
+    with pytest.raises(
+        ProtocolError, match="classifier_weights are the CNN's; set classifier: cnn"
+    ):
+        load_protocol(_write(tmp_path, data))

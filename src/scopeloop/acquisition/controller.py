@@ -20,6 +20,7 @@ import math
 import statistics
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import Enum
@@ -555,6 +556,7 @@ class RunController:
                 else None,
                 "model_sha256": model_hash,
                 "model_meta": model_meta,
+                "stage_classifiers": _stage_classifier_provenance(proto.detectors),
                 "positions": [
                     {"name": s.name, "x_um": s.x_um, "y_um": s.y_um, "z_um": s.z_um, "well": s.well}
                     for s in sites
@@ -744,6 +746,20 @@ class _Connected:
 
     def __exit__(self, *exc: object) -> None:
         self.core.mda.events.frameReady.disconnect(self.slot)
+
+
+def _stage_classifier_provenance(detectors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Weights file and SHA-256 of each mitosis detector's stage CNN."""
+    out = []
+    for det in detectors:
+        if getattr(det, "classifier", None) == "cnn":
+            from scopeloop.analysis.classifier import default_classifier_path
+
+            path = det.classifier_weights or str(default_classifier_path())
+            out.append(
+                {"detector": det.name or det.kind, "weights": path, "sha256": file_sha256(path)}
+            )
+    return out
 
 
 def _model_provenance(seg: Any) -> tuple[str | None, dict[str, Any] | None]:

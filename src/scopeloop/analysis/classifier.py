@@ -17,6 +17,7 @@ roundness) the CNN is compared with.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -236,10 +237,43 @@ def stage_scores(
     return stage_report(np.array(pred, np.int64), np.array(true, np.int64))
 
 
+def _every_source_held_out(
+    order: NDArray[np.int64], n_val: int, sources: Sequence[str]
+) -> NDArray[np.int64]:
+    """``order`` (validation = first ``n_val``, test = next ``n_val``, then training)
+    with images swapped in so that every source of three images or more has at least
+    one in validation and one in test: a few user frames beside hundreds of rendered
+    ones would otherwise all land in training, unscored. The default split of sources
+    that are all held out already is unchanged."""
+    from collections import Counter
+
+    order = order.copy()
+    src = [sources[int(i)] for i in order]  # source of each position
+    for name in sorted(set(sources)):
+        if src.count(name) < 3:
+            continue
+        for lo in (0, n_val):
+            part = list(range(lo, lo + n_val))
+            held = Counter(src[k] for k in part)
+            if held[name]:
+                continue
+            # this source's last training image swaps with an image of the source
+            # most represented in the part (never a source's only one, where avoidable)
+            spare = [k for k in range(2 * n_val, len(order)) if src[k] == name]
+            if not spare:
+                continue
+            k = spare[-1]
+            j = max(part, key=lambda p: (held[src[p]], p))
+            order[[k, j]] = order[[j, k]]
+            src[k], src[j] = src[j], src[k]
+    return order
+
+
 def train_classifier(
     data: Sequence[tuple[NDArray[Any], NDArray[np.integer], dict[int, int]]],
     *,
     sources: Sequence[str] | None = None,
+    init: StageNet | None = None,
     epochs: int = 16,
     batch_size: int = 128,
     lr: float = 3e-3,
@@ -253,7 +287,10 @@ def train_classifier(
     Images are split 70/15/15 into train/validation/test; class-balanced
     sampling (mitotic figures are rare); early stopping on validation loss.
     ``sources`` names where each image came from (e.g. ``"synthetic"``,
-    ``"microscope"``); the test scores are then also reported per source.
+    ``"microscope"``, ``"user"``): each is drawn equally often in training,
+    each with three images or more has images in validation and test, and the
+    test scores are also reported per source. ``init`` fine-tunes a trained
+    network (a copy) instead of starting from scratch.
     """
     if sources is not None and len(sources) != len(data):
         raise ValueError(f"{len(sources)} sources given for {len(data)} images")
@@ -261,6 +298,8 @@ def train_classifier(
     torch.manual_seed(seed)
     order = rng.permutation(len(data))
     n_val = max(1, len(data) * 15 // 100)
+    if sources is not None:
+        order = _every_source_held_out(order, n_val, sources)
     parts = {
         "val": [data[i] for i in order[:n_val]],
         "test": [data[i] for i in order[n_val : 2 * n_val]],
@@ -276,7 +315,7 @@ def train_classifier(
     x_va, s_va, y_va, _ = _collect(parts["val"])
     x_te, s_te, y_te, g_te = _collect(parts["test"], test_groups)
     dev = torch.device(device)
-    net = StageNet().to(dev)
+    net = (copy.deepcopy(init) if init is not None else StageNet()).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     counts = torch.bincount(y_tr, minlength=len(STAGES)).float().clamp(min=1)
     # partly balanced sampling: rare mitotic stages seen often enough to learn, but

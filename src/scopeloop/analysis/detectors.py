@@ -111,11 +111,12 @@ def register_stage_classifier(name: str, factory: Callable[[], StageClassifier])
     _CLASSIFIERS[name] = factory
 
 
-def _cnn_stage_classifier() -> StageClassifier:
-    """The trained cell-stage CNN (``scopeloop train --what classifier``) as an onset hook."""
+def _cnn_stage_classifier(weights: str | None = None) -> StageClassifier:
+    """The trained cell-stage CNN (``scopeloop train --what classifier``) as an onset hook:
+    the shipped weights, or ``weights``."""
     from .classifier import StageClassifier as _StageCNN
 
-    clf = _StageCNN()
+    clf = _StageCNN(weights)
 
     def classify(
         image: NDArray[np.number], labels: NDArray[np.integer], meas: FrameMeasurements
@@ -169,7 +170,8 @@ class MitosisDetector:
                     f"detectors: mitosis.classifier {cfg.classifier!r} is not a registered "
                     f"stage classifier (known: {known})"
                 )
-            self._classifier = factory()
+            weights = cfg.classifier_weights  # only with "cnn", checked by the config
+            self._classifier = factory() if weights is None else _cnn_stage_classifier(weights)
 
     def _near_recent(self, t_s: float, x: float, y: float, radius_um: float = 25.0) -> bool:
         return any(

@@ -27,14 +27,18 @@ from scipy import ndimage
 from skimage.segmentation import expand_labels, find_boundaries
 from torch import Tensor
 
+from .classifier import STAGES
 from .segmenter import nonfinite_pixels
 from .unet import UNet, UNetSegmenter, extract_instances, normalise_frames
 
 __all__ = [
     "LOSS_RECORD",
+    "STAGE_NAMES",
+    "STAGE_TABLE",
     "Pair",
     "TrainResult",
     "load_folder",
+    "load_stage_folder",
     "pixel_weights",
     "save_unet",
     "split_pairs",
@@ -466,6 +470,84 @@ def load_folder(folder: str | Path) -> list[Pair]:
     This is the usual export of Fiji (ROI map / label image) or napari
     (labels layer): one 2-D image per file, labels as integer instance ids.
     """
+    return [(img, lab) for _, img, lab in _read_folder(folder)]
+
+
+#: the stage table of a user folder, beside ``images/`` and ``labels/``
+STAGE_TABLE = "stages.csv"
+#: stage names accepted in it (case-insensitive) -> class id of the stage classifier
+STAGE_NAMES = {name: k for k, name in enumerate(STAGES)} | {
+    "telophase": STAGES.index("anaphase"),
+    "anaphase/telophase": STAGES.index("anaphase"),
+}
+
+
+def load_stage_folder(
+    folder: str | Path, unlisted: str = "interphase"
+) -> list[tuple[str, NDArray[Any], NDArray[np.int32], dict[int, int]]]:
+    """A user folder with stage labels: ``(name, image, labels, {label: stage id})``.
+
+    Beside ``images/`` and ``labels/`` (as :func:`load_folder`), ``stages.csv``
+    has one row per annotated nucleus with the columns ``image`` (file name in
+    ``images/``, with or without extension), ``label`` (its id in the mask) and
+    ``stage`` (interphase, prophase, metaphase, anaphase or telophase; telophase
+    counts as anaphase), e.g. a napari labels layer's feature table. Nuclei not
+    listed are interphase with ``unlisted="interphase"`` (annotate the mitoses
+    only), or left out of training with ``unlisted="ignore"``.
+    """
+    import csv
+
+    if unlisted not in {"interphase", "ignore"}:
+        raise ValueError(f"unlisted={unlisted!r}: choose interphase or ignore")
+    items = _read_folder(folder)
+    table = Path(folder) / STAGE_TABLE
+    if not table.is_file():
+        raise FileNotFoundError(
+            f"{table}: no stage table; give one row per annotated nucleus with the "
+            "columns image,label,stage"
+        )
+    ids = {name: set(np.unique(lab[lab > 0]).tolist()) for name, _, lab in items}
+    stages: dict[str, dict[int, int]] = {name: {} for name, _, _ in items}
+    with table.open(newline="", encoding="utf-8-sig") as f:  # Excel writes a BOM
+        reader = csv.DictReader(f)
+        columns = {c.strip().lower(): c for c in reader.fieldnames or []}
+        if not {"image", "label", "stage"} <= set(columns):
+            raise ValueError(
+                f"{table}: columns image,label,stage expected, found {reader.fieldnames}"
+            )
+        for row in reader:
+            where = f"{table} line {reader.line_num}"
+            image, label, stage = (
+                (row[columns[c]] or "").strip() for c in ("image", "label", "stage")
+            )
+            name = Path(image).stem if Path(image).suffix.lower() in {".tif", ".tiff"} else image
+            if name not in ids:
+                raise ValueError(f"{where}: image {image!r} is not in images/")
+            try:
+                label_id = int(label)
+            except ValueError:
+                raise ValueError(f"{where}: label {label!r} is not an integer id") from None
+            if label_id not in ids[name]:
+                raise ValueError(f"{where}: label {label_id} is not in the mask of {image!r}")
+            if stage.lower() not in STAGE_NAMES:
+                raise ValueError(
+                    f"{where}: stage {stage!r}; choose interphase, prophase, metaphase, "
+                    "anaphase or telophase"
+                )
+            stages[name][label_id] = STAGE_NAMES[stage.lower()]
+    if not any(stages.values()):
+        raise ValueError(f"{table}: no nucleus listed")
+    out = []
+    for name, img, lab in items:
+        listed = stages[name]
+        if unlisted == "interphase":
+            listed = {i: listed.get(i, 0) for i in sorted(ids[name])}
+        out.append((name, img, lab, listed))
+    return out
+
+
+def _read_folder(folder: str | Path) -> list[tuple[str, NDArray[Any], NDArray[np.int32]]]:
+    """``(name, image, labels)`` of each image of ``folder/images`` and its mask."""
     import tifffile
 
     root = Path(folder)
@@ -486,7 +568,7 @@ def load_folder(folder: str | Path) -> list[Pair]:
             f"{lab_dir}: no label file for image(s) {', '.join(missing[:5])}"
             + (" ..." if len(missing) > 5 else "")
         )
-    pairs: list[Pair] = []
+    items: list[tuple[str, NDArray[Any], NDArray[np.int32]]] = []
     for stem, ip in images.items():
         img = np.squeeze(tifffile.imread(ip))
         lab = np.squeeze(tifffile.imread(labels[stem]))
@@ -510,5 +592,5 @@ def load_folder(folder: str | Path) -> list[Pair]:
             if not np.all(np.mod(lab, 1) == 0):
                 raise ValueError(f"{labels[stem]}: labels must be integer instance ids")
             lab = lab.astype(np.int64)
-        pairs.append((img, lab.astype(np.int32)))
-    return pairs
+        items.append((stem, img, lab.astype(np.int32)))
+    return items

@@ -51,6 +51,21 @@ def _parse_channels(text: str | None) -> tuple[int, ...] | None:
     return widths
 
 
+def _parse_radius(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        lo = hi = -1.0
+    if not 0.5 <= lo < hi:
+        raise BadInput(
+            f"--radius-px {text!r}: give the smallest and largest nucleus radius in pixels, "
+            "e.g. 2.5,22 (smallest at least 0.5, below the largest)"
+        )
+    return lo, hi
+
+
 def train(
     out: Annotated[
         Path, typer.Option("--out", help="Folder for unet.pt / stage_classifier.pt.")
@@ -59,8 +74,9 @@ def train(
         Path | None,
         typer.Option(
             "--data",
-            help="Fine-tune the U-Net on a folder with images/ and labels/ TIFFs "
-            "(matching file names; Fiji or napari label exports).",
+            help="Fine-tune on a folder with images/ and labels/ TIFFs (matching file "
+            "names; Fiji or napari label exports): the U-Net on the masks, the classifier "
+            "on the nuclei listed in its stages.csv (columns image,label,stage).",
         ),
     ] = None,
     what: str = typer.Option("all", help="What to train: unet, classifier or all."),
@@ -87,6 +103,11 @@ def train(
         "(default 8,16,32,64,128). With --init or --data: widen the starting network "
         "to these, keeping what it computes.",
     ),
+    radius_px: str | None = typer.Option(
+        None,
+        help="U-Net on synthetic images: nucleus radius range in pixels, MIN,MAX "
+        "(log-uniform; default 4,22). Lower MIN for small nuclei, e.g. 4x overviews.",
+    ),
     seed: int = typer.Option(0, help="Random seed (data, split, initialisation)."),
     threads: int = typer.Option(2, help="CPU threads for torch."),
     workers: int | None = typer.Option(
@@ -96,11 +117,17 @@ def train(
         "the images are the same whatever the number).",
     ),
     device: str = typer.Option("cpu", help="Torch device to train on (cpu, cuda, mps, auto)."),
-    microscope_frames: int = typer.Option(
-        600,
+    microscope_frames: int | None = typer.Option(
+        None,
         min=0,
         help="Classifier: frames of the simulated microscope's own renderer added to the "
-        "synthetic images (its specimen's cell cycle; 512x512 at 10x, 20x and 40x; 0 for none).",
+        "synthetic images (its specimen's cell cycle; 512x512 at 10x, 20x and 40x; "
+        "0 for none). Default 600, or 0 with --data.",
+    ),
+    unlisted_objects: str = typer.Option(
+        "interphase",
+        help="Classifier with --data: nuclei of the masks not listed in stages.csv are "
+        "interphase (annotate the mitoses only) or 'ignore'd.",
     ),
 ) -> None:
     """Train the segmentation U-Net and the cell-stage classifier.
@@ -116,9 +143,19 @@ def train(
 
         if what not in {"unet", "classifier", "all"}:
             raise BadInput(f"--what {what!r}: choose unet, classifier or all")
+        if unlisted_objects not in {"interphase", "ignore"}:
+            raise BadInput(f"--unlisted-objects {unlisted_objects!r}: choose interphase or ignore")
+        if microscope_frames is None:
+            microscope_frames = 0 if data is not None else 600
         if crop % 16:
             raise BadInput(f"--crop {crop}: must be a multiple of 16")
         widths = _parse_channels(channels)
+        radius = _parse_radius(radius_px)
+        if radius is not None and (data is not None or what == "classifier"):
+            raise BadInput(
+                "--radius-px shapes the U-Net's synthetic images; drop it with "
+                "--data or --what classifier"
+            )
         torch.set_num_threads(max(1, threads))
         dev = select_device(device)
         out.mkdir(parents=True, exist_ok=True)
@@ -127,27 +164,33 @@ def train(
                 "out": out, "data": data, "what": what, "init": init, "n_images": n_images,
                 "size": size, "steps": steps, "minutes": minutes, "batch": batch, "crop": crop,
                 "lr": lr, "patience": patience, "eval_every": eval_every, "channels": channels,
-                "seed": seed,
+                "radius_px": radius_px, "seed": seed,
                 "threads": threads,
                 "device": device,
                 "microscope_frames": microscope_frames if what != "unet" else None,
+                "unlisted_objects": (
+                    unlisted_objects if data is not None and what != "unet" else None
+                ),
             }
         )  # fmt: skip
         common = {"command": command, "seed": seed, "versions": _versions()}
         if what in {"unet", "all"}:
             _train_unet(
                 out, data, init, n_images, size, steps, minutes, batch, crop, lr, patience,
-                eval_every, seed, dev, common, widths, workers or os.cpu_count() or 1,
+                eval_every, seed, dev, common, widths, workers or os.cpu_count() or 1, radius,
             )  # fmt: skip
         if what in {"classifier", "all"}:
-            if data is not None:
+            from scopeloop.analysis.training import STAGE_TABLE
+
+            if what == "all" and data is not None and not (data / STAGE_TABLE).is_file():
                 typer.echo(
-                    "classifier: --data holds no stage labels; trained on synthetic and "
-                    "simulated-microscope images"
+                    f"classifier: {data} has no {STAGE_TABLE}; the shipped classifier is kept "
+                    "(list the stages of annotated nuclei there to fine-tune it)"
                 )
+                return
             _train_classifier(
                 out, n_images, size, seed, dev, common, microscope_frames,
-                workers or os.cpu_count() or 1,
+                workers or os.cpu_count() or 1, data, unlisted_objects,
             )  # fmt: skip
 
 
@@ -169,6 +212,7 @@ def _train_unet(
     common: dict[str, Any],
     widths: tuple[int, ...] | None = None,
     workers: int = 1,
+    radius: tuple[float, float] | None = None,
 ) -> None:
     from scopeloop.analysis.metrics import aggregate, score_image
     from scopeloop.analysis.training import (
@@ -198,9 +242,12 @@ def _train_unet(
         from scopeloop.simulation.synthetic import TRAIN_RECIPE, render_pairs
 
         t0 = time.perf_counter()
+        train_recipe = (
+            TRAIN_RECIPE if radius is None else dataclasses.replace(TRAIN_RECIPE, radius_px=radius)
+        )
         # train, validation and test images come from disjoint seed ranges
         seeds = [seed * 1_000_003 + 100_000 + i for i in range(n_images)]
-        all_pairs = render_pairs(seeds, (size, size), workers)
+        all_pairs = render_pairs(seeds, (size, size), workers, train_recipe)
         train_p, val_p, test_p = split_pairs(all_pairs, 0.1, 0.1, seed)
         typer.echo(
             f"unet: rendered {n_images} synthetic images in {time.perf_counter() - t0:.0f} s "
@@ -216,7 +263,7 @@ def _train_unet(
         recipe = {
             "source": "synthetic", "generator": "scopeloop.simulation.synthetic.make_sample",
             "seeds": f"{seed} * 1000003 + 100000 + [0, {n_images})", "size_px": size,
-            "recipe": dataclasses.asdict(TRAIN_RECIPE),
+            "recipe": dataclasses.asdict(train_recipe),
         }  # fmt: skip
         peak_lr = lr if lr is not None else 2e-3
 
@@ -299,9 +346,19 @@ def _train_classifier(
     common: dict[str, Any],
     microscope_frames: int,
     workers: int,
+    data_dir: Path | None = None,
+    unlisted: str = "interphase",
 ) -> None:
+    """Train the stage classifier on rendered images, or fine-tune the shipped one on
+    the stage-labelled nuclei of ``data_dir`` with rendered images beside them (drawn
+    as often as the user's, so that no stage the user did not annotate is forgotten)."""
     try:
-        from scopeloop.analysis.classifier import save_classifier, train_classifier
+        from scopeloop.analysis.classifier import (
+            StageClassifier,
+            default_classifier_path,
+            save_classifier,
+            train_classifier,
+        )
     except ImportError as exc:  # pragma: no cover - present in this build
         raise BadInput(f"the stage classifier is not available: {exc}") from None
     from scopeloop.simulation.microscope_set import (
@@ -329,7 +386,34 @@ def _train_classifier(
             f"in {time.perf_counter() - t0:.0f} s"
         )
     data = [(s.image, s.labels, s.stages) for s in samples]
-    res = train_classifier(data, sources=sources, seed=seed, device=device, progress=typer.echo)
+    init, lr = None, 3e-3
+    user: dict[str, Any] = {}
+    init_from: dict[str, Any] | None = None
+    if data_dir is not None:
+        import json
+
+        import numpy as np
+
+        from scopeloop.analysis.training import load_stage_folder
+
+        folder = load_stage_folder(data_dir, unlisted)
+        data += [(img, lab, stages) for _, img, lab, stages in folder]
+        sources += ["user"] * len(folder)
+        counts = np.bincount([k for *_, st in folder for k in st.values()], minlength=4)
+        user = {
+            "folder": str(data_dir), "n_images": len(folder), "unlisted_objects": unlisted,
+            "nuclei": dict(zip(STAGES, counts.tolist(), strict=True)),
+        }  # fmt: skip
+        typer.echo(
+            f"classifier: fine-tuning the shipped classifier on {len(folder)} images of "
+            f"{data_dir} ({', '.join(f'{n} {name}' for name, n in user['nuclei'].items())})"
+        )
+        init, lr = StageClassifier(device="cpu").model, 1e-3
+        shipped = json.loads(default_classifier_path().with_suffix(".json").read_text())
+        init_from = {k: shipped.get(k) for k in ("command", "seed", "data")}
+    res = train_classifier(
+        data, sources=sources, init=init, lr=lr, seed=seed, device=device, progress=typer.echo
+    )
     meta = {
         **common,
         "stages": list(STAGES),
@@ -342,7 +426,10 @@ def _train_classifier(
                 "set_seed_offset": TRAINING_SEED_OFFSET + seed,
             },
         },
-        "training": res.summary,
+        "training": {**res.summary, "lr": lr},
     }  # fmt: skip
+    if init_from is not None:
+        meta["data"]["user"] = user
+        meta["init_from"] = init_from
     path = save_classifier(res.model, out / "stage_classifier.pt", meta)  # and its .json
     typer.echo(f"classifier: saved {path} ({path.stat().st_size / 1e6:.2f} MB)")

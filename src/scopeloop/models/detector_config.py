@@ -150,6 +150,12 @@ class MitosisDetectorConfig(_DetectorBase):
     classifier: str | None = Field(
         None, description="Name of a registered stage classifier; None uses the rule."
     )
+    classifier_weights: str | None = Field(
+        None,
+        description="With classifier: cnn, stage classifier weights from `scopeloop train "
+        "--what classifier` (e.g. fine-tuned on your own stage labels), relative to the "
+        "protocol file. None: the shipped weights.",
+    )
     classifier_min_score: float = Field(
         0.9,
         ge=0,
@@ -165,6 +171,15 @@ class MitosisDetectorConfig(_DetectorBase):
         "relative to the field's median nucleus: condensing chromatin is bright, while dim "
         "pieces of a nucleus the segmenter cut apart can look mitotic to the classifier.",
     )
+
+    @model_validator(mode="after")
+    def _weights_for_the_cnn(self) -> MitosisDetectorConfig:
+        if self.classifier_weights is not None and self.classifier != "cnn":
+            raise ValueError(
+                f"classifier_weights are the CNN's; set classifier: cnn (got classifier: "
+                f"{self.classifier!r}) or remove classifier_weights"
+            )
+        return self
 
 
 class AppearanceDetectorConfig(_DetectorBase):

@@ -384,7 +384,19 @@ def load_protocol(path: str | Path) -> Protocol:
             )
         analysis = protocol.analysis.model_copy(update={"weights": str(w)})
         protocol = protocol.model_copy(update={"analysis": analysis})
-    return protocol
+    detectors = list(protocol.detectors)
+    for i, det in enumerate(detectors):
+        clf = getattr(det, "classifier_weights", None)
+        if clf is not None:
+            w = (p.parent / clf).resolve()
+            if not w.is_file():
+                raise ProtocolError(
+                    str(p),
+                    [f"detectors[{i}].classifier_weights: no weights file at {str(w)!r} "
+                     f"(got {clf!r})"],
+                )  # fmt: skip
+            detectors[i] = det.model_copy(update={"classifier_weights": str(w)})
+    return protocol.model_copy(update={"detectors": tuple(detectors)})
 
 
 def protocol_json_schema() -> str:

@@ -390,17 +390,22 @@ def make_sample(
     return SyntheticSample(image, remap[labels], stages, params)
 
 
-def _image_and_labels(job: tuple[int, tuple[int, int]]) -> tuple[NDArray[Any], NDArray[Any]]:
+def _image_and_labels(
+    job: tuple[int, tuple[int, int], Recipe],
+) -> tuple[NDArray[Any], NDArray[Any]]:
     sample = make_sample(*job)
     return sample.image, sample.labels
 
 
 def render_pairs(
-    seeds: Sequence[int], shape: tuple[int, int] = (256, 256), workers: int = 1
+    seeds: Sequence[int],
+    shape: tuple[int, int] = (256, 256),
+    workers: int = 1,
+    recipe: Recipe = TRAIN_RECIPE,
 ) -> list[tuple[NDArray[Any], NDArray[Any]]]:
-    """``(image, labels)`` of :func:`make_sample` for each seed (training recipe),
-    rendered in ``workers`` processes; the same pairs whatever the number."""
-    jobs = [(int(seed), shape) for seed in seeds]
+    """``(image, labels)`` of :func:`make_sample` for each seed (the training recipe
+    unless given), rendered in ``workers`` processes; the same pairs whatever the number."""
+    jobs = [(int(seed), shape, recipe) for seed in seeds]
     if workers <= 1 or len(jobs) < 2:
         return [_image_and_labels(job) for job in jobs]
     with ProcessPoolExecutor(workers) as pool:
