@@ -190,6 +190,29 @@ def test_cli_trains_a_network_of_the_requested_width(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "--channels '16,32,wide'" in bad.output
 
 
+def test_cli_draws_synthetic_nuclei_from_the_requested_radius_range(tmp_path: Path) -> None:
+    out = tmp_path / "small"
+    args = [
+        "train", "--what", "unet", "--out", str(out), "--n-images", "6", "--size", "64",
+        "--steps", "2", "--batch", "2", "--crop", "64", "--threads", "1", "--workers", "1",
+        "--channels", "4,4,8,8,8",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--radius-px", "2.5,5"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "unet.json").read_text())
+    assert meta["data"]["recipe"]["radius_px"] == [2.5, 5.0]
+    assert "--radius-px 2.5,5" in meta["command"]
+    # the rendered images follow the recipe: small nuclei only
+    small = Recipe(radius_px=(2.5, 5.0), empty_probability=0.0)
+    ((_, lab),) = render_pairs([11], (96, 96), 1, small)
+    ((_, usual),) = render_pairs([11], (96, 96), 1, Recipe(empty_probability=0.0))
+    assert np.median(np.bincount(lab.ravel())[1:]) < np.pi * 5.5**2
+    assert np.median(np.bincount(lab.ravel())[1:]) < np.median(np.bincount(usual.ravel())[1:])
+    for bad in ("2.5", "6,3", "0,4"):
+        refused = CliRunner().invoke(app, [*args, "--radius-px", bad])
+        assert refused.exit_code == 2 and f"--radius-px '{bad}'" in refused.output
+
+
 def test_a_widened_network_computes_what_the_trained_one_did_and_then_learns() -> None:
     torch.manual_seed(0)
     narrow = UNet((4, 4, 8, 8, 8))
