@@ -66,6 +66,22 @@ def test_compiled_extraction_gives_the_same_labels(crowded: list) -> None:
     assert torch.equal(eager, fused)
 
 
+def test_switched_off_compiler_is_said_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch._dynamo.config as dynamo_config
+
+    from scopeloop.analysis import unet as unet_module
+
+    monkeypatch.setattr(dynamo_config, "disable", True)  # as TORCH_COMPILE_DISABLE=1 sets it
+    monkeypatch.setattr(unet_module, "_COMPILED", {})
+    fg = torch.zeros(1, 32, 32)
+    fg[0, 4:12, 4:12] = fg[0, 18:28, 16:30] = 0.9
+    centre = fg.clone()
+    with pytest.warns(RuntimeWarning, match=r"disabled \(TORCH_COMPILE_DISABLE=1\)"):
+        labels = extract_instances(fg, centre, compiled=True)
+    assert torch.equal(labels, extract_instances(fg, centre))
+    assert int(labels.max()) == 2
+
+
 @needs_weights
 def test_folded_batchnorm_computes_the_same_maps(crowded: list) -> None:
     net, _ = load_unet()

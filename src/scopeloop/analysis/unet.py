@@ -188,6 +188,15 @@ def _grow_steps(labels: Tensor, allowed: Tensor, k: int) -> tuple[Tensor, Tensor
 _COMPILED: dict[Any, Any] = {}
 
 
+def _compiler_disabled() -> bool:
+    """Whether torch.compile is switched off for this process (``TORCH_COMPILE_DISABLE``)."""
+    try:
+        import torch._dynamo.config as dynamo_config
+    except ImportError:  # pragma: no cover - a torch without dynamo compiles nothing
+        return True
+    return bool(getattr(dynamo_config, "disable", False))
+
+
 def _run_steps(
     step: Any, labels: Tensor, mask: Tensor, k: int, compiled: bool
 ) -> tuple[Tensor, Tensor]:
@@ -202,6 +211,15 @@ def _run_steps(
     if not compiled:
         return step(labels, mask, k)  # type: ignore[no-any-return]
     fn = _COMPILED.get(step)
+    if fn is None and _compiler_disabled():
+        # torch.compile would hand back the eager steps without a word
+        warnings.warn(
+            "compiled instance extraction is disabled (TORCH_COMPILE_DISABLE=1); the eager "
+            "steps run, several times slower on a GPU",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        fn = _COMPILED[step] = step
     if fn is None:
         fn = _COMPILED[step] = torch.compile(step, dynamic=True)
     try:
