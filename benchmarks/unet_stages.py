@@ -1,5 +1,6 @@
 """Where a U-Net frame's time goes, stage by stage, with each speed-up timed side
-by side against what it replaced (eager extraction steps, unfolded batch norms).
+by side against what it replaced (eager extraction steps, unfolded batch norms,
+six flooding levels with convergence checked every eight steps).
 
     python benchmarks/unet_stages.py [--device cuda] [--out bench_results/unet_stages.json]
 
@@ -65,6 +66,9 @@ def _time_stages(
         "network_unfolded_bn": lambda: unfolded(net_in),
         "extraction": lambda: extract_instances(fg, centre, compiled=seg.compiled, **kw),
         "extraction_eager": lambda: extract_instances(fg, centre, **kw),
+        "extraction_six_levels_checked_every_8": lambda: extract_instances(
+            fg, centre, compiled=seg.compiled, levels=6, check_every=8, **kw
+        ),
     }
     with torch.inference_mode():
         for name, fn in timed.items():

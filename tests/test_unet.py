@@ -66,6 +66,15 @@ def test_compiled_extraction_gives_the_same_labels(crowded: list) -> None:
     assert torch.equal(eager, fused)
 
 
+@needs_weights
+def test_convergence_checks_do_not_change_the_labels(crowded: list) -> None:
+    fg, centre = _network_maps(np.stack([s.image for s in crowded[:2]]))
+    every_step = extract_instances(fg, centre, check_every=1)
+    assert int(every_step.max()) > 50
+    for k in (3, 4, 8):
+        assert torch.equal(every_step, extract_instances(fg, centre, check_every=k))
+
+
 def test_switched_off_compiler_is_said_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch._dynamo.config as dynamo_config
 

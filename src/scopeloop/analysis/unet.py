@@ -247,14 +247,16 @@ def _propagate(
     return labels
 
 
-def _connected_components(mask: Tensor, max_iter: int, compiled: bool = False) -> Tensor:
+def _connected_components(
+    mask: Tensor, max_iter: int, compiled: bool = False, check_every: int = 4
+) -> Tensor:
     """Label 8-connected regions of a ``(N, 1, H, W)`` bool mask (ids = max pixel index + 1)."""
     n, _, h, w = mask.shape
     # int32 ids: exact for any frame (float32 would merge ids above 2**24, i.e. frames
     # over ~2900x2900 once seedless objects are offset by the frame's pixel count)
     idx = torch.arange(1, h * w + 1, device=mask.device, dtype=torch.int32).view(1, 1, h, w)
     labels = torch.where(mask, idx.expand(n, 1, h, w), idx.new_zeros(()))
-    return _propagate(_cc_steps, labels, mask, max_iter, compiled)
+    return _propagate(_cc_steps, labels, mask, max_iter, compiled, check_every)
 
 
 def extract_instances(
@@ -268,6 +270,7 @@ def extract_instances(
     min_confidence: float = 0.0,
     max_iter: int = 256,
     compiled: bool = False,
+    check_every: int = 4,
 ) -> Tensor:
     """Instance labels from foreground and centre-ness maps, on their device.
 
@@ -290,6 +293,9 @@ def extract_instances(
     compiled : bool
         Run the propagation steps as fused compiled kernels (for CUDA; the
         labels are the same).
+    check_every : int
+        Propagation steps between convergence checks (each a device sync); the
+        labels are the same for any value.
 
     Returns
     -------
@@ -298,13 +304,14 @@ def extract_instances(
     n, h, w = fg_prob.shape
     fg = (fg_prob > fg_threshold).unsqueeze(1)
     c = centre.float().unsqueeze(1) * fg
-    labels = _connected_components(fg & (c > seed_threshold), max_iter, compiled)
+    labels = _connected_components(fg & (c > seed_threshold), max_iter, compiled, check_every)
     for t in torch.linspace(seed_threshold, 0.0, levels + 1)[1:].tolist():
-        labels = _propagate(_grow_steps, labels, fg & (c > t) if t > 0 else fg, max_iter, compiled)
+        allowed = fg & (c > t) if t > 0 else fg
+        labels = _propagate(_grow_steps, labels, allowed, max_iter, compiled, check_every)
     # foreground no seed reached (nuclei cut by the frame edge, faint specks): their own
     # objects, with ids above every seeded one
     rest = fg & (labels == 0)
-    orphans = _connected_components(rest, max_iter, compiled)
+    orphans = _connected_components(rest, max_iter, compiled, check_every)
     labels = torch.where(rest, orphans + h * w, labels)
     # consecutive ids per frame, small objects dropped, in one unique over the batch
     hw1 = 2 * h * w + 1
