@@ -218,3 +218,19 @@ def test_cli_fine_tunes_the_classifier_on_a_users_stage_labels(tmp_path: Path) -
     assert before["n"] >= 100, before
     assert after["recall"] > before["recall"] + 0.1, (before, after)
     assert after["precision"] > before["precision"] - 0.05, (before, after)
+
+
+def test_cli_checks_the_stage_table_before_training_anything(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from scopeloop.cli.main import app
+
+    img, lab = _field()
+    _write_stage_folder(tmp_path / "data", [(img, lab, {4: 1})] * 2)
+    (tmp_path / "data" / "stages.csv").write_text("image,label,stage\nfield_1.tif,4,mitosis\n")
+    out = tmp_path / "w"
+    args = ["train", "--what", "all", "--data", str(tmp_path / "data"), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--steps", "2", "--threads", "1"])
+    assert result.exit_code == 2
+    assert "stages.csv line 2: stage 'mitosis'" in result.output
+    assert not (out / "unet.pt").exists()  # refused before the U-Net trained

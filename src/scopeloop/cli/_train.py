@@ -156,6 +156,13 @@ def train(
                 "--radius-px shapes the U-Net's synthetic images; drop it with "
                 "--data or --what classifier"
             )
+        # the stage table is read and checked before anything trains
+        stage_folder = None
+        if data is not None and what != "unet":
+            from scopeloop.analysis.training import STAGE_TABLE, load_stage_folder
+
+            if what == "classifier" or (data / STAGE_TABLE).is_file():
+                stage_folder = load_stage_folder(data, unlisted_objects)
         torch.set_num_threads(max(1, threads))
         dev = select_device(device)
         out.mkdir(parents=True, exist_ok=True)
@@ -180,17 +187,15 @@ def train(
                 eval_every, seed, dev, common, widths, workers or os.cpu_count() or 1, radius,
             )  # fmt: skip
         if what in {"classifier", "all"}:
-            from scopeloop.analysis.training import STAGE_TABLE
-
-            if what == "all" and data is not None and not (data / STAGE_TABLE).is_file():
+            if data is not None and stage_folder is None:
                 typer.echo(
-                    f"classifier: {data} has no {STAGE_TABLE}; the shipped classifier is kept "
+                    f"classifier: {data} has no stages.csv; the shipped classifier is kept "
                     "(list the stages of annotated nuclei there to fine-tune it)"
                 )
                 return
             _train_classifier(
                 out, n_images, size, seed, dev, common, microscope_frames,
-                workers or os.cpu_count() or 1, data, unlisted_objects,
+                workers or os.cpu_count() or 1, data, stage_folder, unlisted_objects,
             )  # fmt: skip
 
 
@@ -347,11 +352,13 @@ def _train_classifier(
     microscope_frames: int,
     workers: int,
     data_dir: Path | None = None,
+    stage_folder: list[tuple[str, Any, Any, dict[int, int]]] | None = None,
     unlisted: str = "interphase",
 ) -> None:
     """Train the stage classifier on rendered images, or fine-tune the shipped one on
-    the stage-labelled nuclei of ``data_dir`` with rendered images beside them (drawn
-    as often as the user's, so that no stage the user did not annotate is forgotten)."""
+    ``stage_folder`` (the stage-labelled nuclei of ``data_dir``) with rendered images
+    beside them (drawn as often as the user's, so that no stage the user did not
+    annotate is forgotten)."""
     try:
         from scopeloop.analysis.classifier import (
             StageClassifier,
@@ -389,14 +396,12 @@ def _train_classifier(
     init, lr = None, 3e-3
     user: dict[str, Any] = {}
     init_from: dict[str, Any] | None = None
-    if data_dir is not None:
+    if stage_folder is not None:
         import json
 
         import numpy as np
 
-        from scopeloop.analysis.training import load_stage_folder
-
-        folder = load_stage_folder(data_dir, unlisted)
+        folder = stage_folder
         data += [(img, lab, stages) for _, img, lab, stages in folder]
         sources += ["user"] * len(folder)
         counts = np.bincount([k for *_, st in folder for k in st.values()], minlength=4)
