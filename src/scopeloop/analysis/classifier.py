@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -245,8 +246,6 @@ def _every_source_held_out(
     one in validation and one in test: a few user frames beside hundreds of rendered
     ones would otherwise all land in training, unscored. The default split of sources
     that are all held out already is unchanged."""
-    from collections import Counter
-
     order = order.copy()
     src = [sources[int(i)] for i in order]  # source of each position
     for name in sorted(set(sources)):

@@ -404,7 +404,7 @@ def _train_classifier(
         folder = stage_folder
         data += [(img, lab, stages) for _, img, lab, stages in folder]
         sources += ["user"] * len(folder)
-        counts = np.bincount([k for *_, st in folder for k in st.values()], minlength=4)
+        counts = np.bincount([k for *_, st in folder for k in st.values()], minlength=len(STAGES))
         user = {
             "folder": str(data_dir), "n_images": len(folder), "unlisted_objects": unlisted,
             "nuclei": dict(zip(STAGES, counts.tolist(), strict=True)),

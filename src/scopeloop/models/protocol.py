@@ -374,29 +374,29 @@ def load_protocol(path: str | Path) -> Protocol:
         protocol = Protocol.model_validate(data)
     except ValidationError as exc:
         raise ProtocolError(str(p), format_validation_error(exc)) from None
-    weights = protocol.analysis.weights
-    if weights is not None:
-        # relative to the protocol file, so a protocol and its weights travel together
-        w = (p.parent / weights).resolve()
-        if not w.exists():  # a file, or a folder (StarDist)
-            raise ProtocolError(
-                str(p), [f"analysis.weights: no weights file at {str(w)!r} (got {weights!r})"]
-            )
-        analysis = protocol.analysis.model_copy(update={"weights": str(w)})
+    # weights relative to the protocol file, so a protocol and its weights travel together
+    if protocol.analysis.weights is not None:
+        w = _beside(p, protocol.analysis.weights, "analysis.weights", folder_ok=True)
+        analysis = protocol.analysis.model_copy(update={"weights": w})
         protocol = protocol.model_copy(update={"analysis": analysis})
     detectors = list(protocol.detectors)
     for i, det in enumerate(detectors):
         clf = getattr(det, "classifier_weights", None)
         if clf is not None:
-            w = (p.parent / clf).resolve()
-            if not w.is_file():
-                raise ProtocolError(
-                    str(p),
-                    [f"detectors[{i}].classifier_weights: no weights file at {str(w)!r} "
-                     f"(got {clf!r})"],
-                )  # fmt: skip
-            detectors[i] = det.model_copy(update={"classifier_weights": str(w)})
+            w = _beside(p, clf, f"detectors[{i}].classifier_weights", folder_ok=False)
+            detectors[i] = det.model_copy(update={"classifier_weights": w})
     return protocol.model_copy(update={"detectors": tuple(detectors)})
+
+
+def _beside(protocol_file: Path, value: str, field: str, folder_ok: bool) -> str:
+    """``value``, a weights path relative to ``protocol_file``, made absolute; refused
+    when nothing is there (a folder is accepted when ``folder_ok``: StarDist models)."""
+    w = (protocol_file.parent / value).resolve()
+    if not (w.exists() if folder_ok else w.is_file()):
+        raise ProtocolError(
+            str(protocol_file), [f"{field}: no weights file at {str(w)!r} (got {value!r})"]
+        )
+    return str(w)
 
 
 def protocol_json_schema() -> str:

@@ -21,14 +21,13 @@ is 41 um wide and holds three or four nuclei, too few for a tight score.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .render import CHANNELS, OBJECTIVES, field_bounds, render_frame
 from .specimen import CellStage, Specimen, SpecimenOptions
-from .synthetic import STAGES, SyntheticSample
+from .synthetic import STAGES, SyntheticSample, render_in_processes
 
 __all__ = [
     "ALL_MICROSCOPE",
@@ -88,10 +87,7 @@ def microscope_samples(
         )
     objective_name, base, size = MICROSCOPE_SETS[name]
     jobs = [(objective_name, base + 100_000 * seed + i, shape or (size, size)) for i in range(n)]
-    if workers <= 1 or n < 2:
-        return [_frame(job) for job in jobs]
-    with ProcessPoolExecutor(workers) as pool:
-        return list(pool.map(_frame, jobs, chunksize=max(1, n // (4 * workers))))
+    return render_in_processes(_frame, jobs, workers)
 
 
 def microscope_training_samples(

@@ -19,16 +19,19 @@ Named test sets of fixed difficulty (``sparse``, ``crowded``, ``low_signal``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .nuclei import NucleusBatch, draw_nuclei
 from .optics import camera_readout, defocus_blur, illumination_profile
+
+J = TypeVar("J")
+R = TypeVar("R")
 
 __all__ = [
     "CLASSIFIER_RECIPE",
@@ -40,6 +43,7 @@ __all__ = [
     "make_sample",
     "make_samples",
     "recipe_for",
+    "render_in_processes",
     "render_pairs",
     "test_set",
 ]
@@ -405,12 +409,18 @@ def render_pairs(
 ) -> list[tuple[NDArray[Any], NDArray[Any]]]:
     """``(image, labels)`` of :func:`make_sample` for each seed (the training recipe
     unless given), rendered in ``workers`` processes; the same pairs whatever the number."""
-    jobs = [(int(seed), shape, recipe) for seed in seeds]
+    return render_in_processes(
+        _image_and_labels, [(int(seed), shape, recipe) for seed in seeds], workers
+    )
+
+
+def render_in_processes(fn: Callable[[J], R], jobs: Sequence[J], workers: int) -> list[R]:
+    """``[fn(job) for job in jobs]``, in ``workers`` processes when more than one (each job
+    carries its own seed, so the results are the same whatever the number)."""
     if workers <= 1 or len(jobs) < 2:
-        return [_image_and_labels(job) for job in jobs]
+        return [fn(job) for job in jobs]
     with ProcessPoolExecutor(workers) as pool:
-        chunk = max(1, len(jobs) // (4 * workers))
-        return list(pool.map(_image_and_labels, jobs, chunksize=chunk))
+        return list(pool.map(fn, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
 
 
 def make_samples(
