@@ -218,6 +218,33 @@ def _batch(
     )  # fmt: skip
 
 
+def _haze(
+    rng: np.random.Generator, shape: tuple[int, int], radius: float, haze: float, defocus: float
+) -> NDArray[np.float32]:
+    """Out-of-focus haze: nuclei of other planes, never labelled.
+
+    They lie further from focus than the labelled plane, so their blur adds to its
+    ``defocus``: were they no blurrier than the labelled nuclei (small nuclei in a
+    defocused field), nobody could tell the two apart, and the labels would not
+    say what the image shows.
+    """
+    hz = np.zeros(shape, np.float32)
+    hy, hx, hr = _place(rng, shape, radius, rng.uniform(0.05, 0.4), 0.5, 0.5)
+    k = len(hy)
+    if not k:
+        return hz
+    hb = haze * np.exp(rng.normal(0, 0.4, k))
+    draw_nuclei(
+        hz,
+        None,
+        _batch(
+            hy, hx, hr, hr * rng.uniform(0.6, 1.0, k), rng.uniform(0, np.pi, k), hb,
+            np.zeros(k, np.int64), np.zeros(k), np.zeros(k), np.zeros(k, np.int64), 1.0, 1.5,
+        ),
+    )  # fmt: skip
+    return defocus_blur(hz, defocus + float(rng.uniform(3.0, 4.0) * max(radius / 4, 1.0)))
+
+
 def make_sample(
     seed: int, shape: tuple[int, int] = (256, 256), recipe: Recipe = TRAIN_RECIPE
 ) -> SyntheticSample:
@@ -346,23 +373,8 @@ def make_sample(
         _batch(cy, cx, a, b, angle, bright, lab, texture, irr, seeds, edge_px, tex_scale),
     )
     photons = defocus_blur(photons, defocus)
-    # out-of-focus haze: nuclei of other planes, heavily blurred, never labelled
     if haze > 0.02:
-        hy, hx, hr = _place(rng, shape, radius, rng.uniform(0.05, 0.4), 0.5, 0.5)
-        k = len(hy)
-        if k:
-            hz = np.zeros(shape, np.float32)
-            hb = haze * np.exp(rng.normal(0, 0.4, k))
-            draw_nuclei(
-                hz,
-                None,
-                _batch(
-                    hy, hx, hr, hr * rng.uniform(0.6, 1.0, k), rng.uniform(0, np.pi, k), hb,
-                    np.zeros(k, np.int64), np.zeros(k), np.zeros(k), np.zeros(k, np.int64),
-                    1.0, 1.5,
-                ),
-            )  # fmt: skip
-            photons += defocus_blur(hz, float(rng.uniform(3.0, 4.0) * max(radius / 4, 1.0)))
+        photons += _haze(rng, shape, radius, haze, defocus)
     photons += np.float32(background)
     falloff = _u(rng, recipe.vignetting)
     centre = (float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.2, 0.8)))
