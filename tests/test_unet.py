@@ -170,12 +170,18 @@ def test_hot_pixels_are_replaced_and_nothing_else_changes() -> None:
     spots = [(5, 5), (0, 0), (63, 79), (0, 40), (20, 20), (20, 21)]  # corners, an edge, a pair
     for y, x in spots:
         hot[:, y, x] = 60000.0
+    # faint ones: 30 noise sigmas above their surroundings, a tenth of the frame's range,
+    # on the background and on the nucleus
+    faint = [(50, 10), (31, 41)]
+    for y, x in faint:
+        hot[:, y, x] += 300.0
     fixed = clip_hot_pixels(torch.from_numpy(hot)).numpy()
     assert np.array_equal(clip_hot_pixels(torch.from_numpy(img)).numpy(), img)
-    for y, x in spots:
+    for y, x in [*spots, faint[0]]:
         assert (fixed[:, y, x] < 200).all(), (y, x, fixed[:, y, x])
+    assert (fixed[:, 31, 41] < img[:, 31, 41] + 100).all()
     others = np.ones(img.shape[1:], bool)
-    others[tuple(np.array(spots).T)] = False
+    others[tuple(np.array([*spots, *faint]).T)] = False
     assert np.array_equal(fixed[:, others], img[:, others])
 
 
