@@ -359,15 +359,18 @@ def tune_thresholds(
     fg_thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6),
     seed_thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7),
     confidences: Sequence[float] = (0.0, 0.6, 0.65, 0.7, 0.75),
-    min_size_px: int = 12,
+    min_sizes: Sequence[int] = (12, 8, 6, 4),
 ) -> dict[str, Any]:
     """Instance-extraction thresholds that maximise pooled AP@0.5 on ``pairs``.
 
     Run on validation images (never on a test set). The network runs once per
     image; only the cheap extraction is repeated per setting. The foreground and
-    seed thresholds are chosen first, on a grid; then, at those, the minimum mean
-    foreground probability of an object. Returns the best ``fg_threshold``,
-    ``seed_threshold`` and ``min_confidence`` with the AP and every setting tried.
+    seed thresholds are chosen first, on a grid (objects from ``min_sizes[0]``
+    pixels); then, at those, the minimum mean foreground probability of an
+    object; then the smallest object kept (nuclei cut by the frame edge can be
+    a few pixels; on a tie the larger size, listed first, wins). Returns the
+    best ``fg_threshold``, ``seed_threshold``, ``min_confidence`` and
+    ``min_size_px`` with the AP and every setting tried.
     """
     from .metrics import pooled_ap, score_image
 
@@ -377,26 +380,30 @@ def tune_thresholds(
         fg, c = seg.predict_maps(seg.to_device(img)[0])
         maps.append((fg, c, lab))
 
-    def ap50(ft: float, st: float, conf: float) -> dict[str, float]:
+    def ap50(ft: float, st: float, conf: float, size: int) -> dict[str, float]:
         scores = []
         for fg, c, lab in maps:
             pred = extract_instances(
-                fg, c, fg_threshold=ft, seed_threshold=st, min_size_px=min_size_px,
+                fg, c, fg_threshold=ft, seed_threshold=st, min_size_px=size,
                 min_confidence=conf,
             )  # fmt: skip
             scores.append(score_image(lab, pred[0].cpu().numpy(), thresholds=(0.5,)))
         ap = pooled_ap(scores, 0.5)
-        return {"fg": ft, "seed": st, "confidence": conf, "ap50": ap}
+        return {"fg": ft, "seed": st, "confidence": conf, "min_size_px": size, "ap50": ap}
 
-    grid = [ap50(ft, st, 0.0) for ft in fg_thresholds for st in seed_thresholds]
+    size = min_sizes[0]
+    grid = [ap50(ft, st, 0.0, size) for ft in fg_thresholds for st in seed_thresholds]
     best = max(grid, key=lambda g: g["ap50"])
     for conf in confidences:
         if conf > 0:
-            grid.append(ap50(best["fg"], best["seed"], conf))
+            grid.append(ap50(best["fg"], best["seed"], conf, size))
     best = max(grid, key=lambda g: g["ap50"])
+    for size in min_sizes[1:]:
+        grid.append(ap50(best["fg"], best["seed"], best["confidence"], size))
+    best = max(grid, key=lambda g: g["ap50"])  # the first of equals: the larger size
     return {
         "fg_threshold": best["fg"], "seed_threshold": best["seed"],
-        "min_confidence": best["confidence"], "min_size_px": min_size_px,
+        "min_confidence": best["confidence"], "min_size_px": best["min_size_px"],
         "ap50": best["ap50"], "n_images": len(pairs), "grid": grid,
     }  # fmt: skip
 

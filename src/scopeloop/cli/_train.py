@@ -287,7 +287,7 @@ def _train_unet(
     tuned = tune_thresholds(res.model, val_p, device=device)
     typer.echo(
         f"unet: thresholds fg {tuned['fg_threshold']}, seed {tuned['seed_threshold']}, "
-        f"object confidence {tuned['min_confidence']} "
+        f"object confidence {tuned['min_confidence']}, objects from {tuned['min_size_px']} px "
         f"(validation AP@0.5 {tuned['ap50']:.3f})"
     )
     seg = UNetSegmenter(
