@@ -20,7 +20,7 @@ from scopeloop.analysis.training import (
     unet_targets,
     widen_unet,
 )
-from scopeloop.analysis.unet import UNet, load_unet
+from scopeloop.analysis.unet import UNet, load_unet, normalise_frames
 from scopeloop.cli.main import app
 from scopeloop.simulation.synthetic import Recipe, make_samples, render_pairs
 
@@ -79,6 +79,59 @@ def test_short_training_run_reduces_validation_loss(device: str) -> None:
     assert len(losses) == 3
     assert min(losses[1:]) < losses[0] * 0.95, losses
     assert res.best_val_loss == min(losses)
+
+
+def test_a_student_learns_the_teachers_maps() -> None:
+    torch.set_num_threads(1)
+    pairs = [(s.image, s.labels) for s in make_samples(6, 50, (64, 64), SMALL)]
+    torch.manual_seed(1)
+    teacher = UNet((8, 8, 16, 16, 16)).eval()  # any network: its maps are what it sees
+
+    def student(**kw: object) -> UNet:
+        torch.manual_seed(0)
+        return train_unet(
+            pairs[:5],
+            pairs[5:],
+            model=UNet((8, 8, 16, 16, 16)),
+            steps=40,
+            batch_size=4,
+            crop=64,
+            lr=1e-2,
+            eval_every=40,
+            patience=10,
+            seed=0,
+            **kw,  # type: ignore[arg-type]
+        ).model
+
+    frames = torch.from_numpy(np.stack([img for img, _ in pairs]).astype(np.float32))
+    x = normalise_frames(frames).unsqueeze(1)
+    plain_net, distilled_net = student(), student(teacher=teacher, distill=1.0)
+    with torch.no_grad():
+        target = torch.sigmoid(teacher(x))
+        plain, distilled = (
+            float((torch.sigmoid(net.eval()(x)) - target).abs().mean())
+            for net in (plain_net, distilled_net)
+        )
+    assert distilled < 0.5 * plain, (distilled, plain)
+    with pytest.raises(ValueError, match="distill"):
+        train_unet(pairs[:5], pairs[5:], teacher=teacher, distill=0.0, steps=1)
+
+
+def test_cli_distils_a_teacher_and_records_it(tmp_path: Path) -> None:
+    teacher = save_unet(UNet((8, 8, 16, 16, 16)), tmp_path / "wide" / "unet.pt", {"seed": 0})
+    out = tmp_path / "student"
+    args = [
+        "train", "--what", "unet", "--out", str(out), "--n-images", "6", "--size", "64",
+        "--steps", "2", "--batch", "2", "--crop", "64", "--threads", "1", "--workers", "1",
+        "--channels", "4,4,8,8,8",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--teacher", str(teacher), "--distill", "0.7"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "unet.json").read_text())
+    assert meta["distilled_from"]["share"] == 0.7 and len(meta["distilled_from"]["sha256"]) == 64
+    assert f"--teacher {teacher}" in meta["command"] and "--distill 0.7" in meta["command"]
+    missing = CliRunner().invoke(app, [*args, "--teacher", str(tmp_path / "nope.pt")])
+    assert missing.exit_code == 2 and "nope.pt: no such weights file" in missing.output
 
 
 def test_augmentation_turns_and_flips_image_and_targets_alike() -> None:

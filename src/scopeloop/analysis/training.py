@@ -253,6 +253,8 @@ def train_unet(
     seed: int = 0,
     device: str = "cpu",
     progress: Callable[[dict[str, float]], None] | None = None,
+    teacher: UNet | None = None,
+    distill: float = 0.5,
 ) -> TrainResult:
     """Train (or fine-tune, when ``model`` is given) the U-Net.
 
@@ -269,6 +271,11 @@ def train_unet(
         Wall-clock budget; training stops (keeping the best weights) when spent.
     progress : callable, optional
         Called after each validation with ``{"step", "train_loss", "val_loss", "lr"}``.
+    teacher : UNet, optional
+        A trained network (typically a wider one) to distil: the training targets
+        become ``distill`` times its maps plus ``1 - distill`` times the exact
+        ones, so a network of the shipped size learns what a larger one sees in
+        each crop. Validation still scores against the exact targets.
     """
     if not train:
         raise ValueError("no training images")
@@ -291,6 +298,11 @@ def train_unet(
             return lr * max(frac / 0.05, 0.05)
         return lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * (frac - 0.05) / 0.95)))  # type: ignore[no-any-return]
 
+    if teacher is not None:
+        if not 0.0 < distill <= 1.0:
+            raise ValueError(f"distill must be in (0, 1], got {distill}")
+        teacher = teacher.to(dev).eval()
+        teacher = teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     tr = _prepare(train)
     va = _prepare(val) if val else tr[: max(1, len(tr) // 10)]
     val_batches = _val_batches(va, max(crop, 128))
@@ -311,8 +323,14 @@ def train_unet(
         picks = rng.integers(0, len(tr), batch_size)
         x = _augment([_crop(tr[i], crop, rng) for i in picks], rng, noise, dev)
         image = x[:, :1].contiguous(memory_format=torch.channels_last)
+        target = x[:, 1:]
         with autocast:
-            loss = _loss(net(image), x[:, 1:])
+            if teacher is not None:
+                with torch.no_grad():
+                    soft = torch.sigmoid(teacher(image).float())
+                maps = (1.0 - distill) * target[:, :2] + distill * soft
+                target = torch.cat([maps, target[:, 2:]], 1)
+            loss = _loss(net(image), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         for group in opt.param_groups:

@@ -108,6 +108,17 @@ def train(
         help="U-Net on synthetic images: nucleus radius range in pixels, MIN,MAX "
         "(log-uniform; default 4,22). Lower MIN for small nuclei, e.g. 4x overviews.",
     ),
+    teacher: Annotated[
+        Path | None,
+        typer.Option(
+            "--teacher",
+            help="U-Net weights to distil (e.g. a wider network trained on a GPU): the "
+            "U-Net learns from its maps as well as from the exact labels.",
+        ),
+    ] = None,
+    distill: float = typer.Option(
+        0.5, min=0.0, max=1.0, help="With --teacher: the teacher's share of the targets."
+    ),
     seed: int = typer.Option(0, help="Random seed (data, split, initialisation)."),
     threads: int = typer.Option(2, help="CPU threads for torch."),
     workers: int | None = typer.Option(
@@ -151,6 +162,13 @@ def train(
             raise BadInput(f"--crop {crop}: must be a multiple of 16")
         widths = _parse_channels(channels)
         radius = _parse_radius(radius_px)
+        if teacher is not None:
+            if what == "classifier":
+                raise BadInput("--teacher is for the U-Net; drop it with --what classifier")
+            if not teacher.is_file():
+                raise BadInput(f"--teacher {teacher}: no such weights file")
+            if distill <= 0.0:
+                raise BadInput(f"--distill {distill}: must be above 0 with --teacher")
         if radius is not None and (data is not None or what == "classifier"):
             raise BadInput(
                 "--radius-px shapes the U-Net's synthetic images; drop it with "
@@ -171,7 +189,8 @@ def train(
                 "out": out, "data": data, "what": what, "init": init, "n_images": n_images,
                 "size": size, "steps": steps, "minutes": minutes, "batch": batch, "crop": crop,
                 "lr": lr, "patience": patience, "eval_every": eval_every, "channels": channels,
-                "radius_px": radius_px, "seed": seed,
+                "radius_px": radius_px, "teacher": teacher,
+                "distill": distill if teacher is not None else None, "seed": seed,
                 "threads": threads,
                 "device": device,
                 "microscope_frames": microscope_frames if what != "unet" else None,
@@ -185,6 +204,7 @@ def train(
             _train_unet(
                 out, data, init, n_images, size, steps, minutes, batch, crop, lr, patience,
                 eval_every, seed, dev, common, widths, workers or os.cpu_count() or 1, radius,
+                teacher, distill,
             )  # fmt: skip
         if what in {"classifier", "all"}:
             if data is not None and stage_folder is None:
@@ -218,6 +238,8 @@ def _train_unet(
     widths: tuple[int, ...] | None = None,
     workers: int = 1,
     radius: tuple[float, float] | None = None,
+    teacher: Path | None = None,
+    distill: float = 0.5,
 ) -> None:
     from scopeloop.analysis.metrics import aggregate, score_image
     from scopeloop.analysis.training import (
@@ -228,7 +250,7 @@ def _train_unet(
         train_unet,
         tune_thresholds,
     )
-    from scopeloop.analysis.unet import UNet, UNetSegmenter
+    from scopeloop.analysis.unet import UNet, UNetSegmenter, load_unet
 
     model = None
     init_meta: dict[str, Any] | None = None
@@ -278,10 +300,12 @@ def _train_unet(
             f"val loss {rec['val_loss']:.4f}  ({rec['seconds']:.0f} s)"
         )
 
+    teacher_net = load_unet(teacher)[0] if teacher is not None else None
     res = train_unet(
         train_p, val_p, model=model, steps=steps, batch_size=batch, crop=crop, lr=peak_lr,
         eval_every=eval_every or max(10, min(100, steps // 10)), patience=patience,
         max_seconds=minutes * 60, seed=seed, device=device, progress=progress,
+        teacher=teacher_net, distill=distill,
     )  # fmt: skip
     # extraction thresholds chosen on the validation images, then fixed for the test split
     tuned = tune_thresholds(res.model, val_p, device=device)
@@ -313,6 +337,12 @@ def _train_unet(
         "min_size_px": tuned["min_size_px"], "min_confidence": tuned["min_confidence"],
         "threshold_tuning": tuned,
     }  # fmt: skip
+    if teacher is not None:
+        from scopeloop.storage.run_info import file_sha256
+
+        meta["distilled_from"] = {
+            "path": str(teacher), "sha256": file_sha256(teacher), "share": distill,
+        }  # fmt: skip
     if init_meta:
         # the run this one started from, so the whole chain can be reproduced
         meta["init_from"] = {k: v for k, v in init_meta.items() if k != "channels"}
