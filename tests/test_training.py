@@ -117,14 +117,19 @@ def test_a_student_learns_the_teachers_maps() -> None:
         train_unet(pairs[:5], pairs[5:], teacher=teacher, distill=0.0, steps=1)
 
 
-def test_cli_distils_a_teacher_and_records_it(tmp_path: Path) -> None:
-    teacher = save_unet(UNet((8, 8, 16, 16, 16)), tmp_path / "wide" / "unet.pt", {"seed": 0})
-    out = tmp_path / "student"
-    args = [
+def _tiny_unet_run(out: Path) -> list[str]:
+    """A seconds-long ``scopeloop train`` of a tiny U-Net on six small images."""
+    return [
         "train", "--what", "unet", "--out", str(out), "--n-images", "6", "--size", "64",
         "--steps", "2", "--batch", "2", "--crop", "64", "--threads", "1", "--workers", "1",
         "--channels", "4,4,8,8,8",
     ]  # fmt: skip
+
+
+def test_cli_distils_a_teacher_and_records_it(tmp_path: Path) -> None:
+    teacher = save_unet(UNet((8, 8, 16, 16, 16)), tmp_path / "wide" / "unet.pt", {"seed": 0})
+    out = tmp_path / "student"
+    args = _tiny_unet_run(out)
     result = CliRunner().invoke(app, [*args, "--teacher", str(teacher), "--distill", "0.7"])
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "unet.json").read_text())
@@ -245,11 +250,7 @@ def test_cli_trains_a_network_of_the_requested_width(tmp_path: Path) -> None:
 
 def test_cli_draws_synthetic_nuclei_from_the_requested_radius_range(tmp_path: Path) -> None:
     out = tmp_path / "small"
-    args = [
-        "train", "--what", "unet", "--out", str(out), "--n-images", "6", "--size", "64",
-        "--steps", "2", "--batch", "2", "--crop", "64", "--threads", "1", "--workers", "1",
-        "--channels", "4,4,8,8,8",
-    ]  # fmt: skip
+    args = _tiny_unet_run(out)
     result = CliRunner().invoke(app, [*args, "--radius-px", "2.5,5"])
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "unet.json").read_text())
