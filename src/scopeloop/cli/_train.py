@@ -175,12 +175,15 @@ def train(
                 "--data or --what classifier"
             )
         # the stage table is read and checked before anything trains
-        stage_folder = None
-        if data is not None and what != "unet":
-            from scopeloop.analysis.training import STAGE_TABLE, load_stage_folder
+        from scopeloop.analysis.training import STAGE_TABLE, load_stage_folder
 
-            if what == "classifier" or (data / STAGE_TABLE).is_file():
-                stage_folder = load_stage_folder(data, unlisted_objects)
+        stage_folder = None
+        if (
+            data is not None
+            and what != "unet"
+            and (what == "classifier" or (data / STAGE_TABLE).is_file())
+        ):
+            stage_folder = load_stage_folder(data, unlisted_objects)
         torch.set_num_threads(max(1, threads))
         dev = select_device(device)
         out.mkdir(parents=True, exist_ok=True)
@@ -204,12 +207,12 @@ def train(
             _train_unet(
                 out, data, init, n_images, size, steps, minutes, batch, crop, lr, patience,
                 eval_every, seed, dev, common, widths, workers or os.cpu_count() or 1, radius,
-                teacher, distill,
+                teacher=teacher, distill=distill,
             )  # fmt: skip
         if what in {"classifier", "all"}:
             if data is not None and stage_folder is None:
                 typer.echo(
-                    f"classifier: {data} has no stages.csv; the shipped classifier is kept "
+                    f"classifier: {data} has no {STAGE_TABLE}; the shipped classifier is kept "
                     "(list the stages of annotated nuclei there to fine-tune it)"
                 )
                 return
@@ -431,16 +434,17 @@ def _train_classifier(
 
         import numpy as np
 
-        folder = stage_folder
-        data += [(img, lab, stages) for _, img, lab, stages in folder]
-        sources += ["user"] * len(folder)
-        counts = np.bincount([k for *_, st in folder for k in st.values()], minlength=len(STAGES))
+        data += [(img, lab, stages) for _, img, lab, stages in stage_folder]
+        sources += ["user"] * len(stage_folder)
+        counts = np.bincount(
+            [k for *_, st in stage_folder for k in st.values()], minlength=len(STAGES)
+        )
         user = {
-            "folder": str(data_dir), "n_images": len(folder), "unlisted_objects": unlisted,
+            "folder": str(data_dir), "n_images": len(stage_folder), "unlisted_objects": unlisted,
             "nuclei": dict(zip(STAGES, counts.tolist(), strict=True)),
         }  # fmt: skip
         typer.echo(
-            f"classifier: fine-tuning the shipped classifier on {len(folder)} images of "
+            f"classifier: fine-tuning the shipped classifier on {len(stage_folder)} images of "
             f"{data_dir} ({', '.join(f'{n} {name}' for name, n in user['nuclei'].items())})"
         )
         init, lr = StageClassifier(device="cpu").model, 1e-3
