@@ -373,20 +373,25 @@ def make_sample(
         _batch(cy, cx, a, b, angle, bright, lab, texture, irr, seeds, edge_px, tex_scale),
     )
     photons = defocus_blur(photons, defocus)
+    # haze, illumination and readout each from their own stream: the specimen's draws
+    # (Poisson sampling takes a varying count of random numbers) leave them unchanged
     if haze > 0.02:
-        photons += _haze(rng, shape, radius, haze, defocus)
+        photons += _haze(np.random.default_rng([seed, 9]), shape, radius, haze, defocus)
     photons += np.float32(background)
-    falloff = _u(rng, recipe.vignetting)
-    centre = (float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.2, 0.8)))
+    readout = np.random.default_rng([seed, 11])
+    falloff = _u(readout, recipe.vignetting)
+    centre = (float(readout.uniform(0.2, 0.8)), float(readout.uniform(0.2, 0.8)))
     photons *= illumination_profile(
         shape, round(falloff, 3), (round(centre[0], 2), round(centre[1], 2))
     )
     photons *= np.float32(peak)
-    raw = camera_readout(photons, rng, read_noise_e=read_noise, offset_adu=offset)
-    to_uint8 = rng.random() < recipe.uint8_probability
+    # the export is chosen before the noise, whose draw count varies with the photons
+    to_uint8 = readout.random() < recipe.uint8_probability
+    limits_pct = (readout.uniform(0, 2), readout.uniform(99.5, 100))
+    raw = camera_readout(photons, readout, read_noise_e=read_noise, offset_adu=offset)
     if to_uint8:
         # an 8-bit export: scaled by display limits, as Fiji would save it
-        lo, hi = np.percentile(raw, (rng.uniform(0, 2), rng.uniform(99.5, 100)))
+        lo, hi = np.percentile(raw, limits_pct)
         img = np.clip((raw.astype(np.float32) - lo) / max(hi - lo, 1.0) * 255, 0, 255)
         image: NDArray[Any] = np.rint(img).astype(np.uint8)
     else:
