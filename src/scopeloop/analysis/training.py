@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -42,6 +42,8 @@ __all__ = [
     "pixel_weights",
     "save_unet",
     "split_pairs",
+    "synthetic_seeds",
+    "synthetic_seeds_record",
     "train_unet",
     "tune_thresholds",
     "unet_targets",
@@ -50,6 +52,7 @@ __all__ = [
 
 #: one training example: (image, instance labels)
 Pair = tuple[NDArray[Any], NDArray[np.integer]]
+T = TypeVar("T")
 
 
 def unet_targets(labels: NDArray[np.integer]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -204,9 +207,20 @@ def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return fg_loss + 2.0 * c_loss
 
 
+def synthetic_seeds(seed: int, n_images: int) -> list[int]:
+    """Seeds of a training run's synthetic images: disjoint from the named test sets'
+    and, for different run seeds, from each other's."""
+    return [seed * 1_000_003 + 100_000 + i for i in range(n_images)]
+
+
+def synthetic_seeds_record(seed: int, n_images: int) -> str:
+    """:func:`synthetic_seeds` as written in the weights' record."""
+    return f"{seed} * 1000003 + 100000 + [0, {n_images})"
+
+
 def split_pairs(
-    pairs: Sequence[Pair], val_fraction: float, test_fraction: float, seed: int
-) -> tuple[list[Pair], list[Pair], list[Pair]]:
+    pairs: Sequence[T], val_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[T], list[T], list[T]]:
     """Shuffle and split into (train, validation, test); each non-empty when possible."""
     idx = np.random.default_rng(seed).permutation(len(pairs))
     n_val = max(1, round(len(pairs) * val_fraction)) if len(pairs) > 2 else 0
@@ -378,6 +392,7 @@ def tune_thresholds(
     seed_thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7),
     confidences: Sequence[float] = (0.0, 0.6, 0.65, 0.7, 0.75),
     min_sizes: Sequence[int] = (12, 8, 6, 4),
+    current: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Instance-extraction thresholds that maximise pooled AP@0.5 on ``pairs``.
 
@@ -388,7 +403,8 @@ def tune_thresholds(
     object; then the smallest object kept (nuclei cut by the frame edge can be
     a few pixels; on a tie the larger size, listed first, wins). Returns the
     best ``fg_threshold``, ``seed_threshold``, ``min_confidence`` and
-    ``min_size_px`` with the AP and every setting tried.
+    ``min_size_px`` with the AP and every setting tried; with ``current`` (a
+    weights record's thresholds), also their AP on the same images, as ``current``.
     """
     from .metrics import pooled_ap, score_image
 
@@ -419,11 +435,17 @@ def tune_thresholds(
     for size in min_sizes[1:]:
         grid.append(ap50(best["fg"], best["seed"], best["confidence"], size))
     best = max(grid, key=lambda g: g["ap50"])  # the first of equals: the larger size
-    return {
+    tuned = {
         "fg_threshold": best["fg"], "seed_threshold": best["seed"],
         "min_confidence": best["confidence"], "min_size_px": best["min_size_px"],
         "ap50": best["ap50"], "n_images": len(pairs), "grid": grid,
     }  # fmt: skip
+    if current is not None:
+        keys = ("fg_threshold", "seed_threshold", "min_confidence", "min_size_px")
+        at_current = {k: current[k] for k in keys}
+        at_current["ap50"] = ap50(*(current[k] for k in keys))["ap50"]
+        tuned["current"] = at_current
+    return tuned
 
 
 def widen_unet(model: UNet, channels: Sequence[int], seed: int = 0) -> UNet:

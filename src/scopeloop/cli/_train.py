@@ -250,6 +250,8 @@ def _train_unet(
         load_folder,
         save_unet,
         split_pairs,
+        synthetic_seeds,
+        synthetic_seeds_record,
         train_unet,
         tune_thresholds,
     )
@@ -276,8 +278,9 @@ def _train_unet(
             TRAIN_RECIPE if radius is None else dataclasses.replace(TRAIN_RECIPE, radius_px=radius)
         )
         # train, validation and test images come from disjoint seed ranges
-        seeds = [seed * 1_000_003 + 100_000 + i for i in range(n_images)]
-        all_pairs = render_pairs(seeds, (size, size), workers, train_recipe)
+        all_pairs = render_pairs(
+            synthetic_seeds(seed, n_images), (size, size), workers, train_recipe
+        )
         train_p, val_p, test_p = split_pairs(all_pairs, 0.1, 0.1, seed)
         typer.echo(
             f"unet: rendered {n_images} synthetic images in {time.perf_counter() - t0:.0f} s "
@@ -292,7 +295,7 @@ def _train_unet(
             model = UNet(widths)
         recipe = {
             "source": "synthetic", "generator": "scopeloop.simulation.synthetic.make_sample",
-            "seeds": f"{seed} * 1000003 + 100000 + [0, {n_images})", "size_px": size,
+            "seeds": synthetic_seeds_record(seed, n_images), "size_px": size,
             "recipe": dataclasses.asdict(train_recipe),
         }  # fmt: skip
         peak_lr = lr if lr is not None else 2e-3

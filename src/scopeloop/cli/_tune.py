@@ -1,0 +1,153 @@
+"""`scopeloop tune`: choose a U-Net's instance-extraction thresholds again, weights unchanged.
+
+The thresholds (foreground, seed, object confidence, smallest object) are tuned
+at training on the validation images. They are worth tuning again when the
+images change but the network need not: your own annotated images, or the
+synthetic generator after a rendering fix. The network runs once per image;
+only the extraction is repeated per setting, so this takes minutes, not hours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._common import BadInput, cli_errors
+from ._train import _command_line, _versions
+
+#: the thresholds a weights record holds, with the segmenter's defaults for older records
+_DEFAULTS = {"fg_threshold": 0.5, "seed_threshold": 0.55, "min_confidence": 0.0, "min_size_px": 12}
+THRESHOLDS = tuple(_DEFAULTS)
+
+
+def tune(
+    weights: Annotated[
+        Path | None,
+        typer.Option("--weights", help="U-Net weights to tune (default: the shipped ones)."),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="A folder with images/ and labels/ TIFFs (matching file names) to tune on. "
+            "Default: the validation images of the weights' own synthetic training run, "
+            "rendered again by the current generator.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the tuned unet.pt and unet.json.")
+    ] = Path("scopeloop_weights"),
+    device: str = typer.Option("cpu", help="Torch device (cpu, cuda, mps, auto)."),
+    threads: int = typer.Option(2, help="CPU threads for torch."),
+    workers: int | None = typer.Option(
+        None, min=1, help="Processes rendering synthetic images (default: one per CPU core)."
+    ),
+) -> None:
+    """Tune the U-Net's instance-extraction thresholds on annotated images.
+
+    Writes a copy of the weights (the tensors unchanged) whose record holds the
+    new thresholds, the images they were tuned on and the thresholds before.
+    """
+    with cli_errors():
+        import torch
+
+        from scopeloop.analysis.segmenter import select_device
+        from scopeloop.analysis.training import load_folder, save_unet, tune_thresholds
+        from scopeloop.analysis.unet import default_weights_path, load_unet
+
+        source = weights if weights is not None else default_weights_path()
+        if not source.is_file():
+            raise BadInput(f"--weights {source}: no such weights file")
+        model, meta = load_unet(source)
+        torch.set_num_threads(max(1, threads))
+        dev = select_device(device)
+        if data is not None:
+            pairs = load_folder(data)
+            images = {"source": "folder", "folder": str(data), "n_pairs": len(pairs)}
+        else:
+            pairs, images = _record_validation(meta, source, workers or os.cpu_count() or 1)
+        if not pairs:
+            raise BadInput(f"{data}: no image/label pairs to tune on")
+        typer.echo(f"tune: {len(pairs)} images ({_describe(images)})")
+        current = {k: meta.get(k, default) for k, default in _DEFAULTS.items()}
+        tuned = tune_thresholds(model, pairs, device=dev, current=current)
+        before = tuned.pop("current")
+        for key in THRESHOLDS:
+            typer.echo(f"tune: {key} {meta.get(key)} -> {tuned[key]}")
+        typer.echo(
+            f"tune: AP@0.5 on these images {before['ap50']:.4f} -> {tuned['ap50']:.4f} "
+            "(tuned on them: judge the new thresholds on other images with "
+            "`scopeloop evaluate --weights`)"
+        )
+        previous = meta.pop("threshold_tuning", None) or {}
+        meta.pop("channels", None)
+        command = _command_line(
+            {"weights": weights, "data": data, "out": out, "device": device}
+        ).replace("scopeloop train", "scopeloop tune", 1)
+        meta.update({key: tuned[key] for key in THRESHOLDS})
+        meta["threshold_tuning"] = {
+            **tuned,
+            "retuned": {
+                "command": command,
+                "from": str(source),
+                "images": images,
+                "before": before,
+                "versions": _versions(),
+            },
+            # the tuning of the training run itself, kept through any later retuning
+            "at_training": previous.get("at_training", previous),
+        }
+        path = save_unet(model, out / "unet.pt", meta)
+        typer.echo(f"tune: saved {path}")
+
+
+def _record_validation(
+    meta: dict[str, Any], source: Path, workers: int
+) -> tuple[list[Any], dict[str, Any]]:
+    """The validation images of the synthetic run recorded in ``meta``, rendered again."""
+    from scopeloop.analysis.training import split_pairs, synthetic_seeds, synthetic_seeds_record
+    from scopeloop.simulation.synthetic import Recipe, render_pairs
+
+    data = meta.get("data") or {}
+    if data.get("source") != "synthetic":
+        where = f" on the folder {data['folder']}" if "folder" in data else ""
+        raise BadInput(
+            f"{source}: trained{where}, not on synthetic images; give --data with "
+            "annotated images to tune on"
+        )
+    seed = int(meta["seed"])
+    n_images = sum(meta["split"].values())
+    if data.get("seeds") != synthetic_seeds_record(seed, n_images):
+        raise BadInput(
+            f"{source}: the record's synthetic seeds {data.get('seeds')!r} are not those "
+            "of a scopeloop train run; give --data with annotated images to tune on"
+        )
+    # a record from an older generator may lack newer ranges: those take their defaults
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    ranges: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in data["recipe"].items() if k in fields
+    }
+    recipe = Recipe(**ranges)
+    # the run's own split, drawn on indices so only its validation images are rendered
+    _, val_idx, _ = split_pairs(list(range(n_images)), 0.1, 0.1, seed)
+    seeds = synthetic_seeds(seed, n_images)
+    size = int(data["size_px"])
+    pairs = render_pairs([seeds[i] for i in val_idx], (size, size), workers, recipe)
+    images = {
+        "source": "synthetic validation split", "seeds": data["seeds"], "split_seed": seed,
+        "n_images": len(pairs), "size_px": size, "generator": data.get("generator"),
+    }  # fmt: skip
+    return pairs, images
+
+
+def _describe(images: dict[str, Any]) -> str:
+    if images["source"] == "folder":
+        return f"the folder {images['folder']}"
+    return (
+        f"the training run's validation split of seeds {images['seeds']}, rendered by the "
+        "current generator"
+    )
