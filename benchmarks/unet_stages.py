@@ -1,6 +1,8 @@
 """Where a U-Net frame's time goes, stage by stage, with each speed-up timed side
 by side against what it replaced (eager extraction steps, unfolded batch norms,
-six flooding levels with convergence checked every eight steps).
+six flooding levels with convergence checked every eight steps) and, on CUDA,
+against what is still to be decided: CUDA graphs (network and propagation
+runs), cuDNN's benchmark mode, a compiled network.
 
     python benchmarks/unet_stages.py [--device cuda] [--out bench_results/unet_stages.json]
 
@@ -43,7 +45,13 @@ def _median_ms(fn: Callable[[], Any], sync: Callable[[], None], n: int = 10) -> 
 
 
 def _time_stages(
-    seg: UNetSegmenter, eager: UNetSegmenter, unfolded: Any, x: torch.Tensor, sync: Any
+    seg: UNetSegmenter,
+    eager: UNetSegmenter,
+    unfolded: Any,
+    x: torch.Tensor,
+    sync: Any,
+    graphed: UNetSegmenter | None = None,
+    compiled_net: Any = None,
 ) -> dict[str, Any]:
     net_in = normalise_frames(x).unsqueeze(1)
     if seg.half:
@@ -70,9 +78,23 @@ def _time_stages(
             fg, centre, compiled=seg.compiled, levels=6, check_every=8, **kw
         ),
     }
+    if graphed is not None:
+        rec["same_labels_with_cuda_graphs"] = bool(torch.equal(labels, graphed.segment_tensor(x)))
+        timed["segment_cuda_graphs"] = lambda: graphed.segment_tensor(x)
+        timed["network_cuda_graph"] = lambda: graphed._forward(net_in)
+        timed["extraction_cuda_graphs"] = lambda: extract_instances(
+            fg, centre, compiled=seg.compiled, graphs=True, **kw
+        )
+    if compiled_net is not None:
+        timed["network_compiled"] = lambda: compiled_net(net_in)
     with torch.inference_mode():
         for name, fn in timed.items():
             rec[f"{name}_ms"] = _median_ms(fn, sync)
+        if x.is_cuda:
+            # cuDNN's own timing of its algorithms per shape, process-wide (first call pays)
+            torch.backends.cudnn.benchmark = True
+            rec["network_cudnn_benchmark_ms"] = _median_ms(lambda: seg.model(net_in), sync)
+            torch.backends.cudnn.benchmark = False
     return rec
 
 
@@ -90,9 +112,13 @@ def run(device: str, shapes: list[tuple[int, int]]) -> dict[str, Any]:
     unfolded = unfolded.to(device)
     if cuda:
         unfolded = unfolded.to(memory_format=torch.channels_last).half()  # type: ignore[call-overload]
+    graphed = UNetSegmenter(device=device, cuda_graphs=True) if cuda else None
+    # compiled once per shape (dynamic=False), timed for single frames only
+    compiled_net = torch.compile(seg.model, dynamic=False) if cuda else None
     for size, batch in shapes:
         x = torch.from_numpy(crowded_frames(size, batch).astype(np.int32)).to(device)
-        rec = {"size": size, "batch": batch, **_time_stages(seg, eager, unfolded, x, sync)}
+        extra = {"graphed": graphed, "compiled_net": compiled_net if batch == 1 else None}
+        rec = {"size": size, "batch": batch, **_time_stages(seg, eager, unfolded, x, sync, **extra)}
         out["shapes"].append(rec)
         print(" ".join(f"{k}={_fmt(v)}" for k, v in rec.items()))
     if cuda:

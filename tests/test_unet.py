@@ -303,6 +303,27 @@ def test_cuda_half_precision_matches_cpu(crowded: list) -> None:
         assert score_image(c, g).ap[0.5] > 0.95
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@needs_weights
+def test_cuda_graphs_give_the_same_labels_frame_after_frame(crowded: list) -> None:
+    plain = get_segmenter("unet", device="cuda")
+    graphed = get_segmenter("unet", device="cuda", cuda_graphs=True)
+    frames = np.stack([s.image for s in crowded])
+    crop = frames[:1, :200, :136]  # another shape: captured anew
+    for x in (frames, frames[:1], crop, frames, frames[1:]):  # replays after the first
+        expected = plain.segment(x)
+        assert expected.max() > 5
+        np.testing.assert_array_equal(graphed.segment(x), expected)
+    tta = get_segmenter("unet", device="cuda", cuda_graphs=True, tta=True)
+    plain_tta = get_segmenter("unet", device="cuda", tta=True)
+    np.testing.assert_array_equal(tta.segment(frames), plain_tta.segment(frames))
+
+
+def test_cuda_graphs_are_refused_off_cuda() -> None:
+    with pytest.raises(ValueError, match="cuda_graphs=True needs a CUDA device, not 'cpu'"):
+        UNetSegmenter(device="cpu", model=UNet((4, 4, 8, 8, 8)), cuda_graphs=True)
+
+
 @needs_weights
 def test_measurements_in_the_cleaned_frame_do_not_see_a_hot_pixel(crowded: list) -> None:
     from scopeloop.analysis.measure import measure_objects

@@ -235,12 +235,69 @@ def _run_steps(
         return step(labels, mask, k)  # type: ignore[no-any-return]
 
 
+class _GraphedSteps:
+    """``k`` propagation steps of one shape captured in one CUDA graph.
+
+    A replay is one launch instead of the steps' kernels (and, compiled, their
+    guards); it also computes whether the last step changed anything and writes
+    the new labels back into its own input, so replays follow one another with
+    one read of that flag (a device sync) each, as the plain loop checks.
+    """
+
+    @torch.inference_mode()
+    def __init__(self, step: Any, labels: Tensor, mask: Tensor, k: int, compiled: bool) -> None:
+        self.labels, self.mask = labels.clone(), mask.clone()
+
+        def run() -> tuple[Tensor, Tensor]:
+            return _run_steps(step, self.labels, self.mask, k, compiled)
+
+        # compile and allocate outside the capture, on a side stream, as CUDA graphs ask
+        side = torch.cuda.Stream(labels.device)  # type: ignore[no-untyped-call]
+        side.wait_stream(torch.cuda.current_stream(labels.device))
+        with torch.cuda.stream(side):
+            run()
+        torch.cuda.current_stream(labels.device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            before, after = run()
+            self.changed = (before != after).any()
+            self.labels.copy_(after)
+
+    @torch.inference_mode()
+    def __call__(self, labels: Tensor, mask: Tensor, replays: int) -> Tensor:
+        self.labels.copy_(labels)
+        self.mask.copy_(mask)
+        for _ in range(replays):
+            self.graph.replay()
+            if not bool(self.changed):
+                break
+        return self.labels.clone()
+
+
+#: captured propagation runs, per step function, shape, device and step count
+_GRAPHS: dict[tuple[Any, ...], _GraphedSteps] = {}
+
+
 def _propagate(
-    step: Any, labels: Tensor, mask: Tensor, max_iter: int, compiled: bool, check_every: int = 4
+    step: Any,
+    labels: Tensor,
+    mask: Tensor,
+    max_iter: int,
+    compiled: bool,
+    check_every: int = 4,
+    graphs: bool = False,
 ) -> Tensor:
     """Repeat ``step`` until the labels stop changing (checked every few steps,
-    each check a device sync): a step that changes nothing has reached the end."""
-    for _ in range(0, max_iter, check_every):
+    each check a device sync): a step that changes nothing has reached the end.
+    ``graphs``: on CUDA, each run of ``check_every`` steps is a replayed CUDA graph."""
+    replays = -(-max_iter // check_every)
+    if graphs and labels.is_cuda:
+        key = (step, tuple(labels.shape), labels.device, check_every, compiled)
+        runner = _GRAPHS.get(key)
+        if runner is None:
+            runner = _GRAPHS[key] = _GraphedSteps(step, labels, mask, check_every, compiled)
+        return runner(labels, mask, replays)
+    for _ in range(replays):
         before, labels = _run_steps(step, labels, mask, check_every, compiled)
         if torch.equal(before, labels):
             break
@@ -248,7 +305,7 @@ def _propagate(
 
 
 def _connected_components(
-    mask: Tensor, max_iter: int, compiled: bool = False, check_every: int = 4
+    mask: Tensor, max_iter: int, compiled: bool = False, check_every: int = 4, graphs: bool = False
 ) -> Tensor:
     """Label 8-connected regions of a ``(N, 1, H, W)`` bool mask (ids = max pixel index + 1)."""
     n, _, h, w = mask.shape
@@ -256,7 +313,7 @@ def _connected_components(
     # over ~2900x2900 once seedless objects are offset by the frame's pixel count)
     idx = torch.arange(1, h * w + 1, device=mask.device, dtype=torch.int32).view(1, 1, h, w)
     labels = torch.where(mask, idx.expand(n, 1, h, w), idx.new_zeros(()))
-    return _propagate(_cc_steps, labels, mask, max_iter, compiled, check_every)
+    return _propagate(_cc_steps, labels, mask, max_iter, compiled, check_every, graphs)
 
 
 def extract_instances(
@@ -271,6 +328,7 @@ def extract_instances(
     max_iter: int = 256,
     compiled: bool = False,
     check_every: int = 4,
+    graphs: bool = False,
 ) -> Tensor:
     """Instance labels from foreground and centre-ness maps, on their device.
 
@@ -296,6 +354,10 @@ def extract_instances(
     check_every : int
         Propagation steps between convergence checks (each a device sync); the
         labels are the same for any value.
+    graphs : bool
+        On CUDA, replay each run of ``check_every`` steps as a captured CUDA graph
+        (one launch instead of the steps' kernels; captured once per frame shape,
+        the labels are the same). Ignored for tensors on other devices.
 
     Returns
     -------
@@ -304,14 +366,20 @@ def extract_instances(
     n, h, w = fg_prob.shape
     fg = (fg_prob > fg_threshold).unsqueeze(1)
     c = centre.float().unsqueeze(1) * fg
-    labels = _connected_components(fg & (c > seed_threshold), max_iter, compiled, check_every)
+    run: dict[str, Any] = {
+        "max_iter": max_iter,
+        "compiled": compiled,
+        "check_every": check_every,
+        "graphs": graphs,
+    }
+    labels = _connected_components(fg & (c > seed_threshold), **run)
     for t in torch.linspace(seed_threshold, 0.0, levels + 1)[1:].tolist():
         allowed = fg & (c > t) if t > 0 else fg
-        labels = _propagate(_grow_steps, labels, allowed, max_iter, compiled, check_every)
+        labels = _propagate(_grow_steps, labels, allowed, **run)
     # foreground no seed reached (nuclei cut by the frame edge, faint specks): their own
     # objects, with ids above every seeded one
     rest = fg & (labels == 0)
-    orphans = _connected_components(rest, max_iter, compiled, check_every)
+    orphans = _connected_components(rest, **run)
     labels = torch.where(rest, orphans + h * w, labels)
     # consecutive ids per frame, small objects dropped, in one unique over the batch
     hw1 = 2 * h * w + 1
@@ -411,6 +479,11 @@ class UNetSegmenter:
         where it is most of the time per frame otherwise; needs Triton, and falls
         back to the eager steps with a warning without it). The first frame of a
         new shape pays the compilation: call :meth:`warm_up` before acquiring.
+    cuda_graphs : bool
+        CUDA only: the network and each run of propagation steps are captured as
+        CUDA graphs, once per frame shape, and replayed (one launch each instead
+        of their many kernels; the labels are the same). Off by default until
+        timed against the plain path on a GPU (``benchmarks/unet_stages.py``).
     """
 
     name = "unet"
@@ -428,10 +501,16 @@ class UNetSegmenter:
         tta: bool = False,
         nucleus_diameter_px: float | None = None,
         compiled: bool | None = None,
+        cuda_graphs: bool = False,
     ) -> None:
         self.tta = bool(tta)
         self.device = select_device(device)
         self._dev = torch.device(self.device)
+        if cuda_graphs and self._dev.type != "cuda":
+            raise ValueError(f"cuda_graphs=True needs a CUDA device, not {self.device!r}")
+        self.cuda_graphs = bool(cuda_graphs)
+        #: captured network graphs per input shape and dtype: (graph, input, output)
+        self._net_graphs: dict[tuple[Any, ...], tuple[Any, Tensor, Tensor]] = {}
         meta: dict[str, Any]
         #: the weights file in use (None for an in-memory model); run provenance hashes it
         self.weights_path: Path | None = None
@@ -481,18 +560,41 @@ class UNetSegmenter:
         if self.half:
             x = x.half()
         if not self.tta:
-            prob = torch.sigmoid(self.model(x).float())
+            prob = torch.sigmoid(self._forward(x).float())
         else:
             # flips are their own inverse: flip in, run, flip back, average (in the
             # padded frame, so the crop below is the same for every flip)
             prob = torch.zeros((x.shape[0], 2, *x.shape[-2:]), device=x.device)
             for dims in ((), (-1,), (-2,), (-2, -1)):
                 xi = x.flip(dims) if dims else x
-                pi = torch.sigmoid(self.model(xi).float())
+                pi = torch.sigmoid(self._forward(xi).float())
                 prob += pi.flip(dims) if dims else pi
             prob /= 4
         prob = prob[..., :h, :w]
         return prob[:, 0], prob[:, 1]
+
+    def _forward(self, x: Tensor) -> Tensor:
+        """The network's logits; with :attr:`cuda_graphs`, a replayed capture whose
+        output buffer the next call overwrites (callers use it at once)."""
+        if not self.cuda_graphs:
+            return self.model(x)  # type: ignore[no-any-return]
+        key = (tuple(x.shape), x.dtype, x.is_contiguous(memory_format=torch.channels_last))
+        entry = self._net_graphs.get(key)
+        if entry is None:
+            static_in = x.clone()
+            side = torch.cuda.Stream(x.device)  # type: ignore[no-untyped-call]
+            side.wait_stream(torch.cuda.current_stream(x.device))
+            with torch.cuda.stream(side):  # cuDNN's algorithm choice and allocations first
+                self.model(static_in)
+            torch.cuda.current_stream(x.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self.model(static_in)
+            entry = self._net_graphs[key] = (graph, static_in, static_out)
+        graph, static_in, static_out = entry
+        static_in.copy_(x)
+        graph.replay()
+        return static_out
 
     def segment_tensor(self, frames: Tensor) -> Tensor:
         """Device-side path: ``(N, H, W)`` tensor -> ``(N, H, W)`` int32 labels tensor."""
@@ -518,6 +620,7 @@ class UNetSegmenter:
             min_size_px=int(self.min_size_px),
             min_confidence=float(self.min_confidence),
             compiled=self.compiled,
+            graphs=self.cuda_graphs,
         )
         if f > 1:
             labels = labels.repeat_interleave(f, -2).repeat_interleave(f, -1)[..., :h, :w]
