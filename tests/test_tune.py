@@ -22,6 +22,7 @@ from scopeloop.analysis.unet import UNet, UNetSegmenter, load_unet
 from scopeloop.cli._tune import _record_validation
 from scopeloop.cli.main import app
 from scopeloop.simulation.synthetic import TRAIN_RECIPE, Recipe, render_pairs, test_set
+from scopeloop.storage.run_info import file_sha256
 
 SMALL = Recipe(radius_px=(4.0, 7.0), coverage=(0.2, 0.4), photons=(300.0, 1000.0))
 
@@ -51,6 +52,8 @@ def test_cli_tunes_badly_set_thresholds_on_a_user_folder(tmp_path: Path) -> None
     assert tuned["fg_threshold"] < 0.9 and tuned["seed_threshold"] < 0.9
     record = tuned["threshold_tuning"]
     assert record["retuned"]["before"]["fg_threshold"] == 0.9
+    assert record["retuned"]["from"] == {"path": str(bad), "sha256": file_sha256(bad)}
+    assert "scopeloop tune --weights" in record["retuned"]["command"]
     assert record["retuned"]["images"] == {
         "source": "folder", "folder": str(tmp_path / "data"), "n_pairs": 3
     }  # fmt: skip

@@ -29,9 +29,9 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _command_line(options: dict[str, Any]) -> str:
-    """The full ``scopeloop train`` command that reproduces this run (every option spelled out)."""
-    parts = ["scopeloop", "train"]
+def _command_line(options: dict[str, Any], command: str = "train") -> str:
+    """The full ``scopeloop <command>`` that reproduces this run (every option spelled out)."""
+    parts = ["scopeloop", command]
     for name, value in options.items():
         if value is None:
             continue

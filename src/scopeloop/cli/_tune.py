@@ -58,6 +58,7 @@ def tune(
         from scopeloop.analysis.segmenter import select_device
         from scopeloop.analysis.training import load_folder, save_unet, tune_thresholds
         from scopeloop.analysis.unet import default_weights_path, load_unet
+        from scopeloop.storage.run_info import file_sha256
 
         source = weights if weights is not None else default_weights_path()
         if not source.is_file():
@@ -77,7 +78,7 @@ def tune(
         tuned = tune_thresholds(model, pairs, device=dev, current=current)
         before = tuned.pop("current")
         for key in THRESHOLDS:
-            typer.echo(f"tune: {key} {meta.get(key)} -> {tuned[key]}")
+            typer.echo(f"tune: {key} {current[key]} -> {tuned[key]}")
         typer.echo(
             f"tune: AP@0.5 on these images {before['ap50']:.4f} -> {tuned['ap50']:.4f} "
             "(tuned on them: judge the new thresholds on other images with "
@@ -86,14 +87,14 @@ def tune(
         previous = meta.pop("threshold_tuning", None) or {}
         meta.pop("channels", None)
         command = _command_line(
-            {"weights": weights, "data": data, "out": out, "device": device}
-        ).replace("scopeloop train", "scopeloop tune", 1)
+            {"weights": weights, "data": data, "out": out, "device": device}, "tune"
+        )
         meta.update({key: tuned[key] for key in THRESHOLDS})
         meta["threshold_tuning"] = {
             **tuned,
             "retuned": {
                 "command": command,
-                "from": str(source),
+                "from": {"path": str(source), "sha256": file_sha256(source)},
                 "images": images,
                 "before": before,
                 "versions": _versions(),
