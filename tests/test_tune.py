@@ -48,6 +48,9 @@ def test_cli_tunes_badly_set_thresholds_on_a_user_folder(tmp_path: Path) -> None
     result = CliRunner().invoke(app, [*args, "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "fg_threshold 0.9 ->" in result.output
+    n_nuclei = sum(int(s.labels.max()) for s in samples)
+    assert f"3 images, {n_nuclei} nuclei" in result.output
+    assert ("warning: thresholds chosen on" in result.output) == (n_nuclei < 500)
     tuned = json.loads((out / "unet.json").read_text())
     assert tuned["fg_threshold"] < 0.9 and tuned["seed_threshold"] < 0.9
     record = tuned["threshold_tuning"]
