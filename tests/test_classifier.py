@@ -198,16 +198,16 @@ def test_cli_fine_tunes_the_classifier_on_a_users_stage_labels(tmp_path: Path) -
 
     torch.set_num_threads(1)
     _write_stage_folder(
-        tmp_path / "data", [_reporter_lost_in_mitosis(7_000_000 + i) for i in range(20)]
+        tmp_path / "data", [_reporter_lost_in_mitosis(7_000_000 + i) for i in range(40)]
     )
     out = tmp_path / "clf"
     args = ["train", "--what", "classifier", "--data", str(tmp_path / "data"), "--out", str(out)]
     extra = ["--n-images", "30", "--size", "192", "--threads", "1", "--workers", "1"]
     result = CliRunner().invoke(app, [*args, *extra])
     assert result.exit_code == 0, result.output
-    assert "fine-tuning the shipped classifier on 20 images" in result.output
+    assert "fine-tuning the shipped classifier on 40 images" in result.output
     meta = json.loads((out / "stage_classifier.json").read_text())
-    assert meta["data"]["user"]["n_images"] == 20 and meta["data"]["microscope_frames"]["n"] == 0
+    assert meta["data"]["user"]["n_images"] == 40 and meta["data"]["microscope_frames"]["n"] == 0
     assert "--unlisted-objects interphase" in meta["command"] and meta["init_from"]["command"]
     assert meta["training"]["test_ground_truth_masks_user"]["mitotic"]["n"] > 0
     held_out = [_reporter_lost_in_mitosis(7_100_000 + i) for i in range(8)]
