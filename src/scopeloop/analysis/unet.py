@@ -585,7 +585,8 @@ class UNetSegmenter:
             side = torch.cuda.Stream(x.device)  # type: ignore[no-untyped-call]
             side.wait_stream(torch.cuda.current_stream(x.device))
             with torch.cuda.stream(side):  # cuDNN's algorithm choice and allocations first
-                self.model(static_in)
+                for _ in range(3):
+                    self.model(static_in)
             torch.cuda.current_stream(x.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
