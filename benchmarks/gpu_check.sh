@@ -6,30 +6,20 @@
 # BENCH_OPTIONS go to `scopeloop bench segmentation` (e.g. `-s unet` to leave out
 # the classical pipeline, which runs on the host and takes a minute there).
 #
-# Runs from a source checkout (nothing installed) on a machine whose python3
-# has a CUDA build of PyTorch with NumPy, SciPy, scikit-image, typer and
-# pytest, as in the usual PyTorch images. The few pure-Python packages such
-# images lack (pydantic and pydantic-core, annotated-types, typing-inspection,
-# typing-extensions, useq-schema, shapely) are installed from a folder of
-# wheels named by SCOPELOOP_WHEELS when it is set; nothing is downloaded.
+# Runs from a source checkout, nothing installed (see _gpu_env.sh; SCOPELOOP_WHEELS
+# names a folder of the pure-Python wheels a PyTorch image lacks).
 #
 # Writes: gpu.txt (the device), tests.log (the U-Net and training tests, CUDA
 # ones included), segmentation.json and bench_segmentation.log (frames per second
 # and latency at 512x512 and 2048x2048, batch 1 and batched, plain, with flip
 # averaging, and binned for 68-pixel nuclei), unet_stages.log and .json (where a
-# frame's time goes, each speed-up timed against what it replaced). Exit status 1
+# frame's time goes, each speed-up timed against what it replaced, and CUDA graphs,
+# cuDNN's benchmark mode and a compiled network beside the plain path). Exit status 1
 # if any step failed.
 set -uo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd) || exit 1
-out=$(realpath -m "${1:-$root/bench_results/cuda}")
-mkdir -p "$out" && cd "$root" || exit 1
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-if [[ -n "${SCOPELOOP_WHEELS:-}" ]]; then
-    site=$(mktemp -d)
-    python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" \
-        "$SCOPELOOP_WHEELS"/*.whl || exit 1
-    export PYTHONPATH="$PYTHONPATH:$site"
-fi
+out=$(realpath -m "${1:-$(dirname "$0")/../bench_results/cuda}")
+source "$(dirname "$0")/_gpu_env.sh"
+mkdir -p "$out" || exit 1
 python3 - <<'PY' 2>&1 | tee "$out/gpu.txt" || exit 1
 import torch
 assert torch.cuda.is_available(), "PyTorch sees no CUDA device"
