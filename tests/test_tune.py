@@ -27,6 +27,14 @@ from scopeloop.storage.run_info import file_sha256
 SMALL = Recipe(radius_px=(4.0, 7.0), coverage=(0.2, 0.4), photons=(300.0, 1000.0))
 
 
+def _write_folder(root: Path, samples: list) -> None:
+    for folder in ("images", "labels"):
+        (root / folder).mkdir(parents=True)
+    for i, s in enumerate(samples):
+        tifffile.imwrite(root / "images" / f"f{i}.tif", s.image)
+        tifffile.imwrite(root / "labels" / f"f{i}.tif", s.labels.astype(np.uint16))
+
+
 def _ap50(weights: Path | None, samples: list) -> float:
     seg = UNetSegmenter(device="cpu", weights=weights)
     return pooled_ap([score_image(s.labels, seg.segment(s.image)) for s in samples], 0.5)
@@ -38,11 +46,7 @@ def test_cli_tunes_badly_set_thresholds_on_a_user_folder(tmp_path: Path) -> None
     meta.update(fg_threshold=0.9, seed_threshold=0.9, min_size_px=12)
     bad = save_unet(model, tmp_path / "bad" / "unet.pt", meta)
     samples = test_set("crowded", 3)
-    for folder in ("images", "labels"):
-        (tmp_path / "data" / folder).mkdir(parents=True)
-    for i, s in enumerate(samples):
-        tifffile.imwrite(tmp_path / "data" / "images" / f"f{i}.tif", s.image)
-        tifffile.imwrite(tmp_path / "data" / "labels" / f"f{i}.tif", s.labels.astype(np.uint16))
+    _write_folder(tmp_path / "data", samples)
     out = tmp_path / "tuned"
     args = ["tune", "--weights", str(bad), "--data", str(tmp_path / "data"), "--out", str(out)]
     result = CliRunner().invoke(app, [*args, "--threads", "1"])
@@ -54,6 +58,8 @@ def test_cli_tunes_badly_set_thresholds_on_a_user_folder(tmp_path: Path) -> None
     tuned = json.loads((out / "unet.json").read_text())
     assert tuned["fg_threshold"] < 0.9 and tuned["seed_threshold"] < 0.9
     record = tuned["threshold_tuning"]
+    assert record["retuned"]["adopted"] and "adopted" in result.output
+    assert record["retuned"]["before"]["p_better"] >= 0.95
     assert record["retuned"]["before"]["fg_threshold"] == 0.9
     assert record["retuned"]["from"] == {"path": str(bad), "sha256": file_sha256(bad)}
     assert "scopeloop tune --weights" in record["retuned"]["command"]
@@ -73,6 +79,23 @@ def test_cli_tunes_badly_set_thresholds_on_a_user_folder(tmp_path: Path) -> None
     new_state = load_unet(out / "unet.pt")[0].state_dict()
     for key, value in model.state_dict().items():
         assert torch.equal(value, new_state[key]), key
+
+
+def test_thresholds_no_better_on_the_images_are_kept(tmp_path: Path) -> None:
+    # two clean fields the shipped thresholds already segment without a miss: other
+    # settings tie at best, and a tie is no reason to change
+    _write_folder(tmp_path / "data", test_set("sparse", 2))
+    out = tmp_path / "tuned"
+    args = ["tune", "--data", str(tmp_path / "data"), "--out", str(out), "--threads", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "not clearly better: the thresholds are kept" in result.output
+    shipped, tuned = load_unet()[1], json.loads((out / "unet.json").read_text())
+    for key in ("fg_threshold", "seed_threshold", "min_confidence", "min_size_px"):
+        assert tuned[key] == shipped[key] == tuned["threshold_tuning"][key], key
+    record = tuned["threshold_tuning"]
+    assert not record["retuned"]["adopted"] and record["retuned"]["before"]["p_better"] < 0.95
+    assert record["best_on_grid"]["ap50"] == record["ap50"]  # a tie, recorded as such
 
 
 def test_default_images_are_the_training_runs_own_validation_split(tmp_path: Path) -> None:

@@ -404,9 +404,13 @@ def tune_thresholds(
     a few pixels; on a tie the larger size, listed first, wins). Returns the
     best ``fg_threshold``, ``seed_threshold``, ``min_confidence`` and
     ``min_size_px`` with the AP and every setting tried; with ``current`` (a
-    weights record's thresholds), also their AP on the same images, as ``current``.
+    weights record's thresholds), also their AP on the same images and
+    ``p_better``, the share of paired bootstrap resamples of the images in
+    which the tuned setting scores higher, as ``current``.
     """
-    from .metrics import pooled_ap, score_image
+    from .metrics import bootstrap_ap, pooled_ap, score_image
+
+    per_image: dict[tuple[Any, ...], list[Any]] = {}
 
     seg = UNetSegmenter(device=device, model=model)
     maps = []
@@ -422,6 +426,7 @@ def tune_thresholds(
                 min_confidence=conf,
             )  # fmt: skip
             scores.append(score_image(lab, pred[0].cpu().numpy(), thresholds=(0.5,)))
+        per_image[(ft, st, conf, size)] = scores
         ap = pooled_ap(scores, 0.5)
         return {"fg": ft, "seed": st, "confidence": conf, "min_size_px": size, "ap50": ap}
 
@@ -444,6 +449,10 @@ def tune_thresholds(
         keys = ("fg_threshold", "seed_threshold", "min_confidence", "min_size_px")
         at_current = {k: current[k] for k in keys}
         at_current["ap50"] = ap50(*(current[k] for k in keys))["ap50"]
+        # the same resamples for both (same seed and count): a paired comparison
+        chosen = per_image[(best["fg"], best["seed"], best["confidence"], best["min_size_px"])]
+        ahead = bootstrap_ap(chosen) > bootstrap_ap(per_image[tuple(current[k] for k in keys)])
+        at_current["p_better"] = float(ahead.mean())
         tuned["current"] = at_current
     return tuned
 
