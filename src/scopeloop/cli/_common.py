@@ -1,17 +1,28 @@
-"""Shared CLI plumbing: error reporting and exit codes."""
+"""Shared CLI plumbing: error reporting, exit codes, what weights records name."""
 
 from __future__ import annotations
 
 import contextlib
+import shlex
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "BadInput", "cli_errors", "require_weights", "state"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILURE",
+    "BadInput",
+    "cli_errors",
+    "command_line",
+    "require_weights",
+    "state",
+    "training_versions",
+]
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
@@ -65,3 +76,28 @@ def cli_errors() -> Iterator[None]:
             traceback.print_exc()
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         raise typer.Exit(EXIT_FAILURE) from None
+
+
+def training_versions() -> dict[str, str]:
+    """The versions a weights record names (scopeloop, torch, numpy, python)."""
+    import numpy
+    import torch
+
+    import scopeloop
+
+    return {
+        "scopeloop": getattr(scopeloop, "__version__", "unknown"),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": sys.version.split()[0],
+    }
+
+
+def command_line(options: dict[str, Any], command: str = "train") -> str:
+    """The full ``scopeloop <command>`` that reproduces this run (every option spelled out)."""
+    parts = ["scopeloop", command]
+    for name, value in options.items():
+        if value is None:
+            continue
+        parts += ["--" + name.replace("_", "-"), shlex.quote(str(value))]
+    return " ".join(parts)

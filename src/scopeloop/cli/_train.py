@@ -4,39 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ._common import BadInput, cli_errors
-
-
-def _versions() -> dict[str, str]:
-    import numpy
-    import torch
-
-    import scopeloop
-
-    return {
-        "scopeloop": getattr(scopeloop, "__version__", "unknown"),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "python": sys.version.split()[0],
-    }
-
-
-def _command_line(options: dict[str, Any], command: str = "train") -> str:
-    """The full ``scopeloop <command>`` that reproduces this run (every option spelled out)."""
-    parts = ["scopeloop", command]
-    for name, value in options.items():
-        if value is None:
-            continue
-        parts += ["--" + name.replace("_", "-"), shlex.quote(str(value))]
-    return " ".join(parts)
+from ._common import BadInput, cli_errors, command_line, training_versions
 
 
 def _parse_channels(text: str | None) -> tuple[int, ...] | None:
@@ -187,7 +161,7 @@ def train(
         torch.set_num_threads(max(1, threads))
         dev = select_device(device)
         out.mkdir(parents=True, exist_ok=True)
-        command = _command_line(
+        command = command_line(
             {
                 "out": out, "data": data, "what": what, "init": init, "n_images": n_images,
                 "size": size, "steps": steps, "minutes": minutes, "batch": batch, "crop": crop,
@@ -202,7 +176,7 @@ def train(
                 ),
             }
         )  # fmt: skip
-        common = {"command": command, "seed": seed, "versions": _versions()}
+        common = {"command": command, "seed": seed, "versions": training_versions()}
         if what in {"unet", "all"}:
             _train_unet(
                 out, data, init, n_images, size, steps, minutes, batch, crop, lr, patience,

@@ -16,8 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import BadInput, cli_errors
-from ._train import _command_line, _versions
+from ._common import BadInput, cli_errors, command_line, training_versions
 
 #: the thresholds a weights record holds, with the segmenter's defaults for older records
 _DEFAULTS = {"fg_threshold": 0.5, "seed_threshold": 0.55, "min_confidence": 0.0, "min_size_px": 12}
@@ -106,7 +105,7 @@ def tune(
         )
         previous = meta.pop("threshold_tuning", None) or {}
         meta.pop("channels", None)
-        command = _command_line(
+        command = command_line(
             {"weights": weights, "data": data, "out": out, "device": device}, "tune"
         )
         meta.update({key: chosen[key] for key in THRESHOLDS})
@@ -121,7 +120,7 @@ def tune(
                 "from": {"path": str(source), "sha256": file_sha256(source)},
                 "images": images,
                 "before": before,
-                "versions": _versions(),
+                "versions": training_versions(),
             },
             # the tuning of the training run itself, kept through any later retuning
             "at_training": previous.get("at_training", previous),
