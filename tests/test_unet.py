@@ -319,6 +319,21 @@ def test_cuda_graphs_give_the_same_labels_frame_after_frame(crowded: list) -> No
     np.testing.assert_array_equal(tta.segment(frames), plain_tta.segment(frames))
 
 
+def test_captures_of_many_frame_shapes_do_not_pile_up() -> None:
+    # each capture holds device memory; a folder of many sizes keeps only the latest
+    from scopeloop.analysis.unet import _GRAPHS_KEPT, _cached
+
+    cache: dict = {}
+    made = []
+    for shape in range(3 * _GRAPHS_KEPT):
+        _cached(cache, shape, lambda shape=shape: made.append(shape) or shape)
+    assert len(cache) == _GRAPHS_KEPT and list(cache) == list(
+        range(2 * _GRAPHS_KEPT, 3 * _GRAPHS_KEPT)
+    )
+    assert _cached(cache, 3 * _GRAPHS_KEPT - 1, lambda: made.append(-1)) == 3 * _GRAPHS_KEPT - 1
+    assert len(made) == 3 * _GRAPHS_KEPT  # a shape still held is not captured again
+
+
 def test_cuda_graphs_are_refused_off_cuda() -> None:
     with pytest.raises(ValueError, match="cuda_graphs=True needs a CUDA device, not 'cpu'"):
         UNetSegmenter(device="cpu", model=UNet((4, 4, 8, 8, 8)), cuda_graphs=True)

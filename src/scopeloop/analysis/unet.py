@@ -276,6 +276,18 @@ class _GraphedSteps:
 
 #: captured propagation runs, per step function, shape, device and step count
 _GRAPHS: dict[tuple[Any, ...], _GraphedSteps] = {}
+#: captures kept per cache: each holds its own device memory (a network's holds every
+#: activation of its frame shape), so a folder of many frame sizes must not pile them up
+_GRAPHS_KEPT = 8
+
+
+def _cached(cache: dict[Any, Any], key: Any, make: Any) -> Any:
+    """``cache[key]``, made by ``make()`` if missing; the oldest entry goes when full."""
+    if key not in cache:
+        if len(cache) >= _GRAPHS_KEPT:
+            del cache[next(iter(cache))]
+        cache[key] = make()
+    return cache[key]
 
 
 def _propagate(
@@ -293,10 +305,10 @@ def _propagate(
     replays = -(-max_iter // check_every)
     if graphs and labels.is_cuda:
         key = (step, tuple(labels.shape), labels.device, check_every, compiled)
-        runner = _GRAPHS.get(key)
-        if runner is None:
-            runner = _GRAPHS[key] = _GraphedSteps(step, labels, mask, check_every, compiled)
-        return runner(labels, mask, replays)
+        runner = _cached(
+            _GRAPHS, key, lambda: _GraphedSteps(step, labels, mask, check_every, compiled)
+        )
+        return runner(labels, mask, replays)  # type: ignore[no-any-return]
     for _ in range(replays):
         before, labels = _run_steps(step, labels, mask, check_every, compiled)
         if torch.equal(before, labels):
@@ -579,23 +591,25 @@ class UNetSegmenter:
         if not self.cuda_graphs:
             return self.model(x)  # type: ignore[no-any-return]
         key = (tuple(x.shape), x.dtype, x.is_contiguous(memory_format=torch.channels_last))
-        entry = self._net_graphs.get(key)
-        if entry is None:
-            static_in = x.clone()
-            side = torch.cuda.Stream(x.device)  # type: ignore[no-untyped-call]
-            side.wait_stream(torch.cuda.current_stream(x.device))
-            with torch.cuda.stream(side):  # cuDNN's algorithm choice and allocations first
-                for _ in range(3):
-                    self.model(static_in)
-            torch.cuda.current_stream(x.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = self.model(static_in)
-            entry = self._net_graphs[key] = (graph, static_in, static_out)
+        entry: tuple[Any, Tensor, Tensor] = _cached(self._net_graphs, key, lambda: self._capture(x))
         graph, static_in, static_out = entry
         static_in.copy_(x)
         graph.replay()
         return static_out
+
+    def _capture(self, x: Tensor) -> tuple[Any, Tensor, Tensor]:
+        """The network captured for frames shaped like ``x``: (graph, input, output)."""
+        static_in = x.clone()
+        side = torch.cuda.Stream(x.device)  # type: ignore[no-untyped-call]
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):  # cuDNN's algorithm choice and allocations first
+            for _ in range(3):
+                self.model(static_in)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.model(static_in)
+        return graph, static_in, static_out
 
     def segment_tensor(self, frames: Tensor) -> Tensor:
         """Device-side path: ``(N, H, W)`` tensor -> ``(N, H, W)`` int32 labels tensor."""
