@@ -76,6 +76,30 @@ def test_convergence_checks_do_not_change_the_labels(crowded: list) -> None:
         assert torch.equal(every_step, extract_instances(fg, centre, check_every=k))
 
 
+@needs_weights
+def test_graphed_propagation_runs_give_the_plain_loops_labels(crowded: list) -> None:
+    # the body a CUDA graph captures (k steps, the changed flag, the write-back), run
+    # eagerly here replay by replay; on a GPU the CUDA test checks the captured one
+    from scopeloop.analysis.unet import _cc_steps, _GraphedSteps, _grow_steps, _propagate
+
+    fg, centre = _network_maps(np.stack([s.image for s in crowded[:2]]))
+    fgm = (fg > 0.4).unsqueeze(1)
+    seeds = fgm & (centre.unsqueeze(1) > 0.4)
+    n, _, h, w = seeds.shape
+    idx = torch.arange(1, h * w + 1, dtype=torch.int32).view(1, 1, h, w).expand(n, 1, h, w)
+    start = torch.where(seeds, idx, torch.zeros((), dtype=torch.int32))
+    plain = _propagate(_cc_steps, start, seeds, 256, compiled=False)
+    runner = _GraphedSteps(_cc_steps, start, seeds, 4, compiled=False)
+    assert int(plain.unique().numel()) > 50
+    assert torch.equal(runner(start, seeds, 64), plain)
+    assert torch.equal(runner(start, seeds, 64), plain)  # again, from the same buffers
+    grown = _propagate(_grow_steps, plain, fgm, 256, compiled=False)
+    grower = _GraphedSteps(_grow_steps, plain, fgm, 4, compiled=False)
+    assert not torch.equal(grown, plain) and torch.equal(grower(plain, fgm, 64), grown)
+    # too few replays stop short, as the plain loop with as few steps does
+    assert torch.equal(runner(start, seeds, 1), _propagate(_cc_steps, start, seeds, 4, False))
+
+
 def test_switched_off_compiler_is_said_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch._dynamo.config as dynamo_config
 

@@ -241,34 +241,43 @@ class _GraphedSteps:
     A replay is one launch instead of the steps' kernels (and, compiled, their
     guards); it also computes whether the last step changed anything and writes
     the new labels back into its own input, so replays follow one another with
-    one read of that flag (a device sync) each, as the plain loop checks.
+    one read of that flag (a device sync) each, as the plain loop checks. Off
+    CUDA nothing is captured and a replay runs the same body eagerly (what the
+    CPU tests check against the plain loop).
     """
 
     @torch.inference_mode()
     def __init__(self, step: Any, labels: Tensor, mask: Tensor, k: int, compiled: bool) -> None:
         self.labels, self.mask = labels.clone(), mask.clone()
-
-        def run() -> tuple[Tensor, Tensor]:
-            return _run_steps(step, self.labels, self.mask, k, compiled)
-
+        self._step, self._k, self._compiled = step, k, compiled
+        self.changed = torch.ones((), dtype=torch.bool, device=labels.device)
+        self.graph: Any = None
+        if not labels.is_cuda:
+            return
         # compile and allocate outside the capture, on a side stream, as CUDA graphs ask
         side = torch.cuda.Stream(labels.device)  # type: ignore[no-untyped-call]
         side.wait_stream(torch.cuda.current_stream(labels.device))
         with torch.cuda.stream(side):
-            run()
+            _run_steps(step, self.labels, self.mask, k, compiled)
         torch.cuda.current_stream(labels.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            before, after = run()
-            self.changed = (before != after).any()
-            self.labels.copy_(after)
+            self._body()
+
+    def _body(self) -> None:
+        before, after = _run_steps(self._step, self.labels, self.mask, self._k, self._compiled)
+        self.changed = (before != after).any()
+        self.labels.copy_(after)
 
     @torch.inference_mode()
     def __call__(self, labels: Tensor, mask: Tensor, replays: int) -> Tensor:
         self.labels.copy_(labels)
         self.mask.copy_(mask)
         for _ in range(replays):
-            self.graph.replay()
+            if self.graph is not None:
+                self.graph.replay()
+            else:
+                self._body()
             if not bool(self.changed):
                 break
         return self.labels.clone()
