@@ -29,12 +29,13 @@ from torch import Tensor
 
 from .classifier import STAGES
 from .segmenter import nonfinite_pixels
-from .unet import UNet, UNetSegmenter, extract_instances, normalise_frames
+from .unet import EXTRACTION_DEFAULTS, UNet, UNetSegmenter, extract_instances, normalise_frames
 
 __all__ = [
     "LOSS_RECORD",
     "STAGE_NAMES",
     "STAGE_TABLE",
+    "SYNTHETIC_SPLIT",
     "Pair",
     "TrainResult",
     "load_folder",
@@ -216,6 +217,11 @@ def synthetic_seeds(seed: int, n_images: int) -> list[int]:
 def synthetic_seeds_record(seed: int, n_images: int) -> str:
     """:func:`synthetic_seeds` as written in the weights' record."""
     return f"{seed} * 1000003 + 100000 + [0, {n_images})"
+
+
+#: validation and test fractions of a synthetic training run's images (its record holds
+#: only the seed and count, so what re-renders its validation split must use these)
+SYNTHETIC_SPLIT = (0.1, 0.1)
 
 
 def split_pairs(
@@ -446,12 +452,14 @@ def tune_thresholds(
         "ap50": best["ap50"], "n_images": len(pairs), "grid": grid,
     }  # fmt: skip
     if current is not None:
-        keys = ("fg_threshold", "seed_threshold", "min_confidence", "min_size_px")
-        at_current = {k: current[k] for k in keys}
-        at_current["ap50"] = ap50(*(current[k] for k in keys))["ap50"]
+        at_current = {k: current[k] for k in EXTRACTION_DEFAULTS}
+        setting = tuple(at_current.values())
+        if setting not in per_image:  # off the grid: scored once more
+            ap50(*setting)
+        at_current["ap50"] = pooled_ap(per_image[setting], 0.5)
         # the same resamples for both (same seed and count): a paired comparison
         chosen = per_image[(best["fg"], best["seed"], best["confidence"], best["min_size_px"])]
-        ahead = bootstrap_ap(chosen) > bootstrap_ap(per_image[tuple(current[k] for k in keys)])
+        ahead = bootstrap_ap(chosen) > bootstrap_ap(per_image[setting])
         at_current["p_better"] = float(ahead.mean())
         tuned["current"] = at_current
     return tuned

@@ -44,6 +44,7 @@ from .intensity import clip_hot_pixels, frame_percentiles
 from .segmenter import as_batch, select_device
 
 __all__ = [
+    "EXTRACTION_DEFAULTS",
     "UNet",
     "UNetSegmenter",
     "bin_factor",
@@ -55,6 +56,10 @@ __all__ = [
     "normalise_frames",
 ]
 
+#: instance-extraction settings a weights record holds, with the values used when it does not
+EXTRACTION_DEFAULTS: dict[str, Any] = {
+    "fg_threshold": 0.5, "seed_threshold": 0.55, "min_confidence": 0.0, "min_size_px": 12,
+}  # fmt: skip
 #: channels per level; 4 down-samplings, so inputs are padded to a multiple of 16
 DEFAULT_CHANNELS = (8, 16, 32, 64, 128)
 _MULTIPLE = 16
@@ -552,16 +557,18 @@ class UNetSegmenter:
         if self.half:
             net = net.half()
         self.model = net
-        self.fg_threshold = (
-            fg_threshold if fg_threshold is not None else meta.get("fg_threshold", 0.5)
-        )
-        self.seed_threshold = (
-            seed_threshold if seed_threshold is not None else meta.get("seed_threshold", 0.55)
-        )
-        self.min_size_px = min_size_px if min_size_px is not None else meta.get("min_size_px", 12)
-        self.min_confidence = (
-            min_confidence if min_confidence is not None else meta.get("min_confidence", 0.0)
-        )
+        given: dict[str, Any] = {
+            "fg_threshold": fg_threshold, "seed_threshold": seed_threshold,
+            "min_confidence": min_confidence, "min_size_px": min_size_px,
+        }  # fmt: skip
+        settings = {
+            k: given[k] if given[k] is not None else meta.get(k, default)
+            for k, default in EXTRACTION_DEFAULTS.items()
+        }
+        self.fg_threshold = settings["fg_threshold"]
+        self.seed_threshold = settings["seed_threshold"]
+        self.min_size_px = settings["min_size_px"]
+        self.min_confidence = settings["min_confidence"]
 
     @torch.inference_mode()
     def predict_maps(self, frames: Tensor, cleaned: bool = False) -> tuple[Tensor, Tensor]:

@@ -221,6 +221,7 @@ def _train_unet(
     from scopeloop.analysis.metrics import aggregate, score_image
     from scopeloop.analysis.training import (
         LOSS_RECORD,
+        SYNTHETIC_SPLIT,
         load_folder,
         save_unet,
         split_pairs,
@@ -255,7 +256,7 @@ def _train_unet(
         all_pairs = render_pairs(
             synthetic_seeds(seed, n_images), (size, size), workers, train_recipe
         )
-        train_p, val_p, test_p = split_pairs(all_pairs, 0.1, 0.1, seed)
+        train_p, val_p, test_p = split_pairs(all_pairs, *SYNTHETIC_SPLIT, seed)
         typer.echo(
             f"unet: rendered {n_images} synthetic images in {time.perf_counter() - t0:.0f} s "
             f"(train {len(train_p)}, validation {len(val_p)}, test {len(test_p)})"

@@ -18,9 +18,6 @@ import typer
 
 from ._common import BadInput, cli_errors, command_line, training_versions
 
-#: the thresholds a weights record holds, with the segmenter's defaults for older records
-_DEFAULTS = {"fg_threshold": 0.5, "seed_threshold": 0.55, "min_confidence": 0.0, "min_size_px": 12}
-THRESHOLDS = tuple(_DEFAULTS)
 #: fewer annotated nuclei than this choose thresholds by chance as much as by fit
 FEW_NUCLEI = 500
 #: share of paired bootstrap resamples of the images the best setting must win to be adopted
@@ -61,7 +58,7 @@ def tune(
 
         from scopeloop.analysis.segmenter import select_device
         from scopeloop.analysis.training import load_folder, save_unet, tune_thresholds
-        from scopeloop.analysis.unet import default_weights_path, load_unet
+        from scopeloop.analysis.unet import EXTRACTION_DEFAULTS, default_weights_path, load_unet
         from scopeloop.storage.run_info import file_sha256
 
         source = weights if weights is not None else default_weights_path()
@@ -87,14 +84,14 @@ def tune(
                 "(scopeloop train --data) is the better step",
                 err=True,
             )
-        current = {k: meta.get(k, default) for k, default in _DEFAULTS.items()}
+        current = {k: meta.get(k, default) for k, default in EXTRACTION_DEFAULTS.items()}
         tuned = tune_thresholds(model, pairs, device=dev, current=current)
         before = tuned.pop("current")
         # the best of a grid on the same images always looks better: a change must win
         # in nearly every resample of the images, or the thresholds stay as they were
         adopted = before["p_better"] >= CLEARLY_BETTER
         chosen = tuned if adopted else current
-        for key in THRESHOLDS:
+        for key in EXTRACTION_DEFAULTS:
             typer.echo(f"tune: {key} {current[key]} -> {chosen[key]}")
         verdict = "adopted" if adopted else "not clearly better: the thresholds are kept"
         typer.echo(
@@ -108,12 +105,15 @@ def tune(
         command = command_line(
             {"weights": weights, "data": data, "out": out, "device": device}, "tune"
         )
-        meta.update({key: chosen[key] for key in THRESHOLDS})
+        meta.update({key: chosen[key] for key in EXTRACTION_DEFAULTS})
         meta["threshold_tuning"] = {
             **tuned,
-            **{key: chosen[key] for key in THRESHOLDS},
+            **{key: chosen[key] for key in EXTRACTION_DEFAULTS},
             "ap50": tuned["ap50"] if adopted else before["ap50"],
-            "best_on_grid": {**{key: tuned[key] for key in THRESHOLDS}, "ap50": tuned["ap50"]},
+            "best_on_grid": {
+                **{key: tuned[key] for key in EXTRACTION_DEFAULTS},
+                "ap50": tuned["ap50"],
+            },
             "retuned": {
                 "adopted": adopted,
                 "command": command,
@@ -133,7 +133,12 @@ def _record_validation(
     meta: dict[str, Any], source: Path, workers: int
 ) -> tuple[list[Any], dict[str, Any]]:
     """The validation images of the synthetic run recorded in ``meta``, rendered again."""
-    from scopeloop.analysis.training import split_pairs, synthetic_seeds, synthetic_seeds_record
+    from scopeloop.analysis.training import (
+        SYNTHETIC_SPLIT,
+        split_pairs,
+        synthetic_seeds,
+        synthetic_seeds_record,
+    )
     from scopeloop.simulation.synthetic import Recipe, render_pairs
 
     data = meta.get("data") or {}
@@ -157,7 +162,7 @@ def _record_validation(
     }
     recipe = Recipe(**ranges)
     # the run's own split, drawn on indices so only its validation images are rendered
-    _, val_idx, _ = split_pairs(list(range(n_images)), 0.1, 0.1, seed)
+    _, val_idx, _ = split_pairs(list(range(n_images)), *SYNTHETIC_SPLIT, seed)
     seeds = synthetic_seeds(seed, n_images)
     size = int(data["size_px"])
     pairs = render_pairs([seeds[i] for i in val_idx], (size, size), workers, recipe)
