@@ -240,6 +240,23 @@ def _run_steps(
         return step(labels, mask, k)  # type: ignore[no-any-return]
 
 
+def _capture_graph(device: torch.device, body: Any, warm_ups: int = 1) -> tuple[Any, Any]:
+    """``body()`` captured as a CUDA graph, and what it returned during the capture.
+
+    It runs ``warm_ups`` times on a side stream first, as CUDA graphs ask:
+    compilation, cuDNN's algorithm choice and allocations happen outside it."""
+    side = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warm_ups):
+            body()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = body()
+    return graph, out
+
+
 class _GraphedSteps:
     """``k`` propagation steps of one shape captured in one CUDA graph.
 
@@ -257,17 +274,8 @@ class _GraphedSteps:
         self._step, self._k, self._compiled = step, k, compiled
         self.changed = torch.ones((), dtype=torch.bool, device=labels.device)
         self.graph: Any = None
-        if not labels.is_cuda:
-            return
-        # compile and allocate outside the capture, on a side stream, as CUDA graphs ask
-        side = torch.cuda.Stream(labels.device)  # type: ignore[no-untyped-call]
-        side.wait_stream(torch.cuda.current_stream(labels.device))
-        with torch.cuda.stream(side):
-            _run_steps(step, self.labels, self.mask, k, compiled)
-        torch.cuda.current_stream(labels.device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self._body()
+        if labels.is_cuda:  # each call copies its labels in, so the warm-up's write is moot
+            self.graph = _capture_graph(labels.device, self._body)[0]
 
     def _body(self) -> None:
         before, after = _run_steps(self._step, self.labels, self.mask, self._k, self._compiled)
@@ -616,15 +624,7 @@ class UNetSegmenter:
     def _capture(self, x: Tensor) -> tuple[Any, Tensor, Tensor]:
         """The network captured for frames shaped like ``x``: (graph, input, output)."""
         static_in = x.clone()
-        side = torch.cuda.Stream(x.device)  # type: ignore[no-untyped-call]
-        side.wait_stream(torch.cuda.current_stream(x.device))
-        with torch.cuda.stream(side):  # cuDNN's algorithm choice and allocations first
-            for _ in range(3):
-                self.model(static_in)
-        torch.cuda.current_stream(x.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = self.model(static_in)
+        graph, static_out = _capture_graph(x.device, lambda: self.model(static_in), warm_ups=3)
         return graph, static_in, static_out
 
     def segment_tensor(self, frames: Tensor) -> Tensor:
