@@ -14,9 +14,13 @@ from typer.testing import CliRunner
 
 from scopeloop.analysis.training import (
     _augment,
+    _pick_images,
+    _prepare,
+    _val_batches,
     load_folder,
     pixel_weights,
     save_unet,
+    split_folder,
     train_unet,
     unet_targets,
     widen_unet,
@@ -221,6 +225,46 @@ def test_load_folder_pairs_by_name_and_explains_problems(tmp_path: Path) -> None
     tifffile.imwrite(tmp_path / "ok" / "images" / "field_0.tif", rgb)
     with pytest.raises(ValueError, match=r"field_0\.tif: a colour RGB image"):
         load_folder(tmp_path / "ok")
+
+
+def test_validation_covers_the_whole_of_each_validation_image() -> None:
+    # one large image: its validation tiles hold every nucleus, not one corner's
+    sample = make_samples(1, 5, (300, 520), SMALL)[0]
+    tiles = torch.cat(_val_batches(_prepare([(sample.image, sample.labels)]), 128))
+    assert tiles.shape == (3 * 5, 4, 128, 128)  # ceil(300/128) x ceil(520/128), none padded
+    centres = tiles[:, 2].flatten(1).amax(1) > 0.9
+    assert centres.sum() >= 12  # nuclei all over the image, not in one crop
+    # a strip narrower than a crop is padded across and still tiled along
+    strip = _prepare([(sample.image[:100], sample.labels[:100])])
+    assert torch.cat(_val_batches(strip, 128)).shape == (5, 4, 128, 128)
+    # beyond the cap, an evenly spaced subset
+    assert len(torch.cat(_val_batches(_prepare([(sample.image, sample.labels)]), 128, 6))) == 6
+
+
+def test_training_crops_come_from_each_image_in_proportion_to_its_area() -> None:
+    sizes = [(512, 512), (64, 64), (64, 64), (128, 64)]
+    prepared = _prepare([(np.ones(s, np.uint16), np.zeros(s, np.int32)) for s in sizes])
+    picks = _pick_images(prepared, 20_000, np.random.default_rng(0))
+    share = np.bincount(picks, minlength=4) / len(picks)
+    expected = np.array([512 * 512, 64 * 64, 64 * 64, 128 * 64]) / (512 * 512 + 4 * 64 * 64)
+    assert np.allclose(share, expected, atol=0.01)  # the large image: 94 %, not a quarter
+
+
+def test_a_small_folder_is_split_by_tiles_and_keeps_two_for_validation() -> None:
+    big = [(np.zeros((1100, 1030), np.uint16), np.zeros((1100, 1030), np.int32))] * 2
+    train, val, test, how = split_folder(big, seed=0)
+    # 4 x 4 tiles per image, none under 256 px, all pixels used once
+    assert how.startswith("tiles") and len(train) + len(val) + len(test) == 32
+    assert min(min(t[0].shape) for t in train + val + test) >= 256
+    assert sum(t[0].size for t in train + val + test) == 2 * 1100 * 1030
+    assert len(val) >= 4 and len(test) >= 4
+    small = [(np.full((64, 64), i, np.uint16), np.zeros((64, 64), np.int32)) for i in range(8)]
+    train, val, test, how = split_folder(small, seed=0)
+    assert how == "images" and (len(train), len(val), len(test)) == (6, 2, 0)
+    held = {int(v[0][0, 0]) for v in val}
+    assert not held & {int(t[0][0, 0]) for t in train}  # validation images are not trained on
+    many = small + small[:4]
+    assert [len(x) for x in split_folder(many, seed=0)[:3]] == [8, 2, 2]
 
 
 def test_cli_fine_tunes_from_a_user_folder(tmp_path: Path) -> None:

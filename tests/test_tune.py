@@ -81,6 +81,22 @@ def test_cli_tunes_badly_set_thresholds_on_a_user_folder(tmp_path: Path) -> None
         assert torch.equal(value, new_state[key]), key
 
 
+def test_one_large_image_is_resampled_as_tiles(tmp_path: Path) -> None:
+    # one 512x768 field: the adoption rule needs units to resample, so it gets 6 tiles
+    model, meta = load_unet()
+    meta.update(fg_threshold=0.9, seed_threshold=0.9, min_size_px=12)
+    bad = save_unet(model, tmp_path / "bad" / "unet.pt", meta)
+    _write_folder(tmp_path / "data", test_set("crowded", 1, shape=(512, 768)))
+    out = tmp_path / "tuned"
+    args = ["tune", "--weights", str(bad), "--data", str(tmp_path / "data"), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "tune: 6 tiles of about 256 px," in result.output
+    retuned = json.loads((out / "unet.json").read_text())["threshold_tuning"]["retuned"]
+    assert retuned["images"]["units"] == "tiles of about 256 px"
+    assert retuned["adopted"] and retuned["before"]["p_better"] >= 0.95
+
+
 def test_thresholds_no_better_on_the_images_are_kept(tmp_path: Path) -> None:
     # two clean fields the shipped thresholds already segment without a miss: other
     # settings tie at best, and a tie is no reason to change

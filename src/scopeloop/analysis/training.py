@@ -32,7 +32,9 @@ from .segmenter import nonfinite_pixels
 from .unet import EXTRACTION_DEFAULTS, UNet, UNetSegmenter, extract_instances, normalise_frames
 
 __all__ = [
+    "FOLDER_TILE_PX",
     "LOSS_RECORD",
+    "SMALL_FOLDER",
     "STAGE_NAMES",
     "STAGE_TABLE",
     "SYNTHETIC_SPLIT",
@@ -42,9 +44,11 @@ __all__ = [
     "load_stage_folder",
     "pixel_weights",
     "save_unet",
+    "split_folder",
     "split_pairs",
     "synthetic_seeds",
     "synthetic_seeds_record",
+    "tile_pairs",
     "train_unet",
     "tune_thresholds",
     "unet_targets",
@@ -163,6 +167,16 @@ def _crop(p: _Prepared, size: int, rng: np.random.Generator) -> NDArray[np.float
     return stack[:, y : y + size, x : x + size]
 
 
+def _pick_images(prepared: Sequence[_Prepared], n: int, rng: np.random.Generator) -> Any:
+    """Indices of the images ``n`` training crops come from, drawn per pixel: a large
+    image among small ones (a user folder) gives its share of crops, not one image's.
+    Images of one size (a synthetic run) keep the plain uniform draw."""
+    areas = np.array([p.image.size for p in prepared], dtype=np.float64)
+    if np.all(areas == areas[0]):
+        return rng.integers(0, len(prepared), n)
+    return rng.choice(len(prepared), n, p=areas / areas.sum())
+
+
 def _augment(
     crops: Sequence[NDArray[np.float32]],
     rng: np.random.Generator,
@@ -237,6 +251,55 @@ def split_pairs(
     return train, val, test
 
 
+#: a user folder with fewer images than this is split as tiles, without a test split
+SMALL_FOLDER = 10
+#: side of the tiles a small folder's images are cut into (larger images only)
+FOLDER_TILE_PX = 256
+
+
+def _bounds(length: int, size: int) -> list[tuple[int, int]]:
+    """Non-overlapping spans covering ``length``, each at least ``size`` when possible."""
+    edges = np.linspace(0, length, max(1, length // size) + 1).round().astype(int)
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+
+
+def tile_pairs(pairs: Sequence[Pair], size: int = FOLDER_TILE_PX) -> tuple[list[Pair], str]:
+    """Cut each pair into non-overlapping tiles of at least ``size`` px (images under
+    twice that stay whole along that side); says what the units are."""
+    tiles = [
+        (img[y0:y1, x0:x1], lab[y0:y1, x0:x1])
+        for img, lab in pairs
+        for y0, y1 in _bounds(img.shape[0], size)
+        for x0, x1 in _bounds(img.shape[1], size)
+    ]
+    return tiles, (f"tiles of about {size} px" if len(tiles) > len(pairs) else "images")
+
+
+def split_folder(
+    pairs: Sequence[Pair], seed: int
+) -> tuple[list[Pair], list[Pair], list[Pair], str]:
+    """Split a user folder into (train, validation, test) and say how.
+
+    Ten images or more: by image, 15 % each for validation and test. Fewer: the
+    images are cut into tiles of about :data:`FOLDER_TILE_PX` px (smaller images
+    stay whole), so that a folder of two large images still has several
+    validation units, and the tiles are split by tile. Tiles of one image share
+    its look, so with fewer than ten units there is no test split: a one-tile
+    test score says little, and the held-out tiles choose the extraction
+    thresholds better (25 %, at least two).
+    """
+    if len(pairs) >= SMALL_FOLDER:
+        return (*split_pairs(pairs, 0.15, 0.15, seed), "images")
+    tiles, how = tile_pairs(pairs)
+    if len(tiles) >= SMALL_FOLDER:
+        return (*split_pairs(tiles, 0.15, 0.15, seed), how)
+    if len(tiles) < 3:  # nothing to hold out: validate on the training images
+        return list(tiles), list(tiles[:1]), [], how
+    idx = np.random.default_rng(seed).permutation(len(tiles))
+    n_val = max(2, round(0.25 * len(tiles)))
+    return [tiles[i] for i in idx[n_val:]], [tiles[i] for i in idx[:n_val]], [], how
+
+
 @dataclass
 class TrainResult:
     """What a training run produced: the best model and its history."""
@@ -250,11 +313,45 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _val_batches(prepared: list[_Prepared], crop: int) -> list[torch.Tensor]:
-    """Fixed validation crops (centre crops, padded to a multiple of 16)."""
+#: most validation crops a run scores at each validation (evenly spaced over all tiles)
+MAX_VAL_CROPS = 256
+
+
+def _tile_starts(length: int, size: int) -> list[int]:
+    """Starts of the fewest ``size`` windows that cover ``length`` (the last one flush
+    with the end, overlapping its neighbour rather than padded past the image)."""
+    if length <= size:
+        return [0]
+    n = -(-length // size)
+    return [round(v) for v in np.linspace(0, length - size, n)]
+
+
+def _val_batches(
+    prepared: list[_Prepared], crop: int, max_crops: int = MAX_VAL_CROPS
+) -> list[torch.Tensor]:
+    """Fixed validation crops tiling every validation image, in batches of 8.
+
+    Tiles, not one crop per image: a user folder of a few large images would
+    otherwise be validated on a small corner of one. Beyond ``max_crops`` tiles,
+    an evenly spaced subset of them.
+    """
     size = max(16, (crop // 16) * 16)
-    rng = np.random.default_rng(0)
-    crops = np.stack([_crop(p, size, rng) for p in prepared])
+    tiles = []
+    for p in prepared:
+        stack = np.stack([p.image, p.fg, p.centre, p.weight])
+        h, w = stack.shape[1:]
+        if h < size or w < size:  # narrower than a crop: padded as a training crop is
+            pad = ((0, 0), (0, max(size - h, 0)), (0, max(size - w, 0)))
+            stack = np.pad(stack, pad, mode="reflect")
+            h, w = stack.shape[1:]
+        tiles += [
+            stack[:, y : y + size, x : x + size]
+            for y in _tile_starts(h, size)
+            for x in _tile_starts(w, size)
+        ]
+    if len(tiles) > max_crops:
+        tiles = [tiles[i] for i in np.linspace(0, len(tiles) - 1, max_crops).round().astype(int)]
+    crops = np.stack(tiles)
     return [torch.from_numpy(crops[i : i + 8].copy()) for i in range(0, len(crops), 8)]
 
 
@@ -340,7 +437,7 @@ def train_unet(
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
     for step in range(1, steps + 1):
         net.train()
-        picks = rng.integers(0, len(tr), batch_size)
+        picks = _pick_images(tr, batch_size, rng)
         x = _augment([_crop(tr[i], crop, rng) for i in picks], rng, noise, dev)
         image = x[:, :1].contiguous(memory_format=torch.channels_last)
         target = x[:, 1:]

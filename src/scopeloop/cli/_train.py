@@ -224,6 +224,7 @@ def _train_unet(
         SYNTHETIC_SPLIT,
         load_folder,
         save_unet,
+        split_folder,
         split_pairs,
         synthetic_seeds,
         synthetic_seeds_record,
@@ -239,11 +240,15 @@ def _train_unet(
         pairs = load_folder(data)
         if len(pairs) < 2:
             raise BadInput(f"{data}: need at least 2 image/label pairs to fine-tune")
-        train_p, val_p, test_p = split_pairs(pairs, 0.15, 0.15, seed)
-        if not val_p:
-            val_p = train_p[:1]
+        train_p, val_p, test_p, split_by = split_folder(pairs, seed)
+        typer.echo(
+            f"unet: {data}: {len(pairs)} images, split by {split_by}: train {len(train_p)}, "
+            f"validation {len(val_p)}, test {len(test_p)}"
+        )
         model, init_meta = _start_from(init, widths, seed)  # None -> shipped weights
-        recipe = {"source": "folder", "folder": str(data), "n_pairs": len(pairs)}
+        recipe = {
+            "source": "folder", "folder": str(data), "n_pairs": len(pairs), "split_by": split_by,
+        }  # fmt: skip
         peak_lr = lr if lr is not None else 5e-4
     else:
         from scopeloop.simulation.synthetic import TRAIN_RECIPE, render_pairs
@@ -329,9 +334,14 @@ def _train_unet(
         meta["init_from"] = {k: v for k, v in init_meta.items() if k != "channels"}
     path = save_unet(res.model, out / "unet.pt", meta)  # and unet.json beside it
     ap50 = (test.get("ap") or {}).get("0.5")
+    tested = (
+        f"test AP@0.5 {ap50:.3f}"
+        if ap50 is not None
+        else "no test split (score it on other annotated fields with scopeloop evaluate)"
+    )
     typer.echo(
         f"unet: saved {path} ({path.stat().st_size / 1e6:.1f} MB); best step {res.best_step}, "
-        f"test AP@0.5 {ap50 if ap50 is None else round(ap50, 3)}"
+        + tested
     )
 
 

@@ -57,7 +57,13 @@ def tune(
         import torch
 
         from scopeloop.analysis.segmenter import select_device
-        from scopeloop.analysis.training import load_folder, save_unet, tune_thresholds
+        from scopeloop.analysis.training import (
+            SMALL_FOLDER,
+            load_folder,
+            save_unet,
+            tile_pairs,
+            tune_thresholds,
+        )
         from scopeloop.analysis.unet import EXTRACTION_DEFAULTS, default_weights_path, load_unet
         from scopeloop.storage.run_info import file_sha256
 
@@ -70,12 +76,19 @@ def tune(
         if data is not None:
             pairs = load_folder(data)
             images = {"source": "folder", "folder": str(data), "n_pairs": len(pairs)}
+            if len(pairs) < SMALL_FOLDER:
+                # the adoption rule resamples units: one or two large images would give
+                # it nothing to resample, so a small folder is scored as tiles
+                tiles, units = tile_pairs(pairs)
+                if len(tiles) > len(pairs):
+                    pairs, images["units"] = tiles, units
         else:
             pairs, images = _record_validation(meta, source, workers or os.cpu_count() or 1)
         if not pairs:
             raise BadInput(f"{data}: no image/label pairs to tune on")
         n_nuclei = sum(len(np.unique(lab)) - int((lab == 0).any()) for _, lab in pairs)
-        typer.echo(f"tune: {len(pairs)} images, {n_nuclei} nuclei ({_describe(images)})")
+        units = images.get("units", "images")
+        typer.echo(f"tune: {len(pairs)} {units}, {n_nuclei} nuclei ({_describe(images)})")
         if n_nuclei < FEW_NUCLEI:
             typer.echo(
                 f"tune: warning: thresholds chosen on {n_nuclei} nuclei may not carry over to "
