@@ -263,6 +263,7 @@ def test_a_small_folder_is_split_by_tiles_and_keeps_two_for_validation() -> None
     assert how == "images" and (len(train), len(val), len(test)) == (6, 2, 0)
     held = {int(v[0][0, 0]) for v in val}
     assert not held & {int(t[0][0, 0]) for t in train}  # validation images are not trained on
+    assert [len(x) for x in split_folder(small[:3], seed=0)[:3]] == [2, 1, 0]
     many = small + small[:4]
     assert [len(x) for x in split_folder(many, seed=0)[:3]] == [8, 2, 2]
 

@@ -286,7 +286,7 @@ def split_folder(
     validation units, and the tiles are split by tile. Tiles of one image share
     its look, so with fewer than ten units there is no test split: a one-tile
     test score says little, and the held-out tiles choose the extraction
-    thresholds better (25 %, at least two).
+    thresholds better (a quarter of them: two from six on).
     """
     if len(pairs) >= SMALL_FOLDER:
         return (*split_pairs(pairs, 0.15, 0.15, seed), "images")
@@ -296,7 +296,7 @@ def split_folder(
     if len(tiles) < 3:  # nothing to hold out: validate on the training images
         return list(tiles), list(tiles[:1]), [], how
     idx = np.random.default_rng(seed).permutation(len(tiles))
-    n_val = max(2, round(0.25 * len(tiles)))
+    n_val = max(1, round(0.25 * len(tiles)))  # two from six on: one image is a gamble
     return [tiles[i] for i in idx[n_val:]], [tiles[i] for i in idx[:n_val]], [], how
 
 

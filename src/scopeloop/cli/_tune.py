@@ -79,15 +79,15 @@ def tune(
             if len(pairs) < SMALL_FOLDER:
                 # the adoption rule resamples units: one or two large images would give
                 # it nothing to resample, so a small folder is scored as tiles
-                tiles, units = tile_pairs(pairs)
+                tiles, tiled_as = tile_pairs(pairs)
                 if len(tiles) > len(pairs):
-                    pairs, images["units"] = tiles, units
+                    pairs, images["units"] = tiles, tiled_as
         else:
             pairs, images = _record_validation(meta, source, workers or os.cpu_count() or 1)
         if not pairs:
             raise BadInput(f"{data}: no image/label pairs to tune on")
         n_nuclei = sum(len(np.unique(lab)) - int((lab == 0).any()) for _, lab in pairs)
-        units = images.get("units", "images")
+        units = str(images.get("units", "images"))
         typer.echo(f"tune: {len(pairs)} {units}, {n_nuclei} nuclei ({_describe(images)})")
         if n_nuclei < FEW_NUCLEI:
             typer.echo(
