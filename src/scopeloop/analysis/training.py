@@ -40,6 +40,7 @@ __all__ = [
     "SYNTHETIC_SPLIT",
     "Pair",
     "TrainResult",
+    "folder_units",
     "load_folder",
     "load_stage_folder",
     "pixel_weights",
@@ -275,6 +276,12 @@ def tile_pairs(pairs: Sequence[Pair], size: int = FOLDER_TILE_PX) -> tuple[list[
     return tiles, (f"tiles of about {size} px" if len(tiles) > len(pairs) else "images")
 
 
+def folder_units(pairs: Sequence[Pair]) -> tuple[list[Pair], str]:
+    """What a user folder is split, and its scores resampled, by: its images when there
+    are :data:`SMALL_FOLDER` or more, else tiles of them (:func:`tile_pairs`)."""
+    return (list(pairs), "images") if len(pairs) >= SMALL_FOLDER else tile_pairs(pairs)
+
+
 def split_folder(
     pairs: Sequence[Pair], seed: int
 ) -> tuple[list[Pair], list[Pair], list[Pair], str]:
@@ -288,9 +295,7 @@ def split_folder(
     test score says little, and the held-out tiles choose the extraction
     thresholds better (a quarter of them: two from six on).
     """
-    if len(pairs) >= SMALL_FOLDER:
-        return (*split_pairs(pairs, 0.15, 0.15, seed), "images")
-    tiles, how = tile_pairs(pairs)
+    tiles, how = folder_units(pairs)
     if len(tiles) >= SMALL_FOLDER:
         return (*split_pairs(tiles, 0.15, 0.15, seed), how)
     if len(tiles) < 3:  # nothing to hold out: validate on the training images

@@ -58,10 +58,9 @@ def tune(
 
         from scopeloop.analysis.segmenter import select_device
         from scopeloop.analysis.training import (
-            SMALL_FOLDER,
+            folder_units,
             load_folder,
             save_unet,
-            tile_pairs,
             tune_thresholds,
         )
         from scopeloop.analysis.unet import EXTRACTION_DEFAULTS, default_weights_path, load_unet
@@ -76,12 +75,11 @@ def tune(
         if data is not None:
             pairs = load_folder(data)
             images = {"source": "folder", "folder": str(data), "n_pairs": len(pairs)}
-            if len(pairs) < SMALL_FOLDER:
-                # the adoption rule resamples units: one or two large images would give
-                # it nothing to resample, so a small folder is scored as tiles
-                tiles, tiled_as = tile_pairs(pairs)
-                if len(tiles) > len(pairs):
-                    pairs, images["units"] = tiles, tiled_as
+            # the adoption rule resamples units: one or two large images would give it
+            # nothing to resample, so a small folder is scored as tiles, as train splits it
+            tiles, units_are = folder_units(pairs)
+            if len(tiles) > len(pairs):
+                pairs, images["units"] = tiles, units_are
         else:
             pairs, images = _record_validation(meta, source, workers or os.cpu_count() or 1)
         if not pairs:
