@@ -284,6 +284,9 @@ def test_cli_fine_tunes_from_a_user_folder(tmp_path: Path) -> None:
     meta = json.loads((out / "unet.json").read_text())
     assert meta["seed"] == 3 and meta["data"]["source"] == "folder"
     assert "--data" in meta["command"] and meta["data"]["n_pairs"] == 4
+    # four small fields: one validates, none is spent on a one-image test score
+    assert meta["data"]["split_by"] == "images" and "no test split" in result.output
+    assert meta["split"] == {"train": 3, "validation": 1, "test": 0}
     assert "touch" in meta["training"]["loss"]  # the record says how the loss was weighted
     # the JSON record says how to rebuild and use the network, as the weights file does
     assert meta["channels"] == [8, 8, 16, 16, 16]
