@@ -9,7 +9,7 @@ shipped weights score far below their synthetic figures, so the gain is large
 and the spread between training seeds shows how steady the procedure is.
 
     python benchmarks/finetune_small_folder.py OUT [--set microscope_4x] [--frames 8]
-        [--size 256] [--seeds 0,1,2] [--minutes 5] [--n-images 100]
+        [--size 256] [--seeds 0,1,2] [--minutes 5] [--n-images 100] [--folder-draw 0]
 
 Writes OUT/folder/, OUT/seed<S>/unet.pt and OUT/scores.json (from
 `scopeloop evaluate`, the shipped U-Net beside each fine-tuned one), and prints
@@ -28,11 +28,14 @@ import tifffile
 from scopeloop.simulation.microscope_set import TRAINING_SEED_OFFSET, microscope_samples
 
 
-def write_folder(folder: Path, set_name: str, frames: int, size: int) -> int:
-    """``frames`` training-seed frames of ``set_name`` as a user folder; returns nuclei."""
+def write_folder(folder: Path, set_name: str, frames: int, size: int, draw: int) -> int:
+    """``frames`` training-seed frames of ``set_name`` as a user folder (``draw`` picks
+    another set of them); returns the number of nuclei."""
     for sub in ("images", "labels"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-    samples = microscope_samples(set_name, frames, TRAINING_SEED_OFFSET, (size, size), workers=2)
+    samples = microscope_samples(
+        set_name, frames, TRAINING_SEED_OFFSET + draw, (size, size), workers=2
+    )
     for i, s in enumerate(samples):
         tifffile.imwrite(folder / "images" / f"field_{i:03d}.tif", s.image)
         tifffile.imwrite(folder / "labels" / f"field_{i:03d}.tif", s.labels.astype(np.uint16))
@@ -49,10 +52,11 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--n-images", type=int, default=100, help="held-out frames")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--folder-draw", type=int, default=0, help="another folder of frames")
     args = ap.parse_args()
 
     folder = args.out / "folder"
-    nuclei = write_folder(folder, args.set, args.frames, args.size)
+    nuclei = write_folder(folder, args.set, args.frames, args.size, args.folder_draw)
     print(f"{args.frames} frames of {args.size}x{args.size} ({args.set}), {nuclei} nuclei")
     weights = []
     for seed in (int(s) for s in args.seeds.split(",")):
