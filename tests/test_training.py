@@ -379,3 +379,32 @@ def test_cli_rejects_bad_folder(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--what", "unet"])
     assert result.exit_code == 2
     assert "images/ and labels/" in result.output
+
+
+def test_cli_fine_tunes_on_one_large_image_and_refuses_one_small(tmp_path: Path) -> None:
+    # one annotated 512x512 field is four tiles: enough to train on and validate
+    sample = make_samples(1, 71, (512, 512), SMALL)[0]
+    for folder, crop in (("large", sample), ("small", None)):
+        (tmp_path / folder / "images").mkdir(parents=True)
+        (tmp_path / folder / "labels").mkdir()
+        image, labels = (
+            (sample.image, sample.labels)
+            if crop
+            else (sample.image[:256, :256], sample.labels[:256, :256])
+        )
+        tifffile.imwrite(tmp_path / folder / "images" / "f.tif", image)
+        tifffile.imwrite(tmp_path / folder / "labels" / "f.tif", labels.astype(np.uint16))
+    init = save_unet(UNet((8, 8, 16, 16, 16)), tmp_path / "init.pt", {"note": "start"})
+    args = ["train", "--what", "unet", "--init", str(init), "--steps", "4", "--batch", "2"]
+    args += ["--crop", "64", "--threads", "1"]
+    out = tmp_path / "w"
+    result = CliRunner().invoke(app, [*args, "--data", str(tmp_path / "large"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "unet.json").read_text())
+    assert meta["data"]["split_by"] == "tiles of about 256 px"
+    assert meta["split"] == {"train": 3, "validation": 1, "test": 0}
+    small = tmp_path / "small"
+    result = CliRunner().invoke(app, [*args, "--data", str(small), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert f"{small}: 1 image/label pair (256x256) is too little" in result.output
+    assert "one image of at least 512 px" in result.output

@@ -220,8 +220,10 @@ def _train_unet(
 ) -> None:
     from scopeloop.analysis.metrics import aggregate, score_image
     from scopeloop.analysis.training import (
+        FOLDER_TILE_PX,
         LOSS_RECORD,
         SYNTHETIC_SPLIT,
+        folder_units,
         load_folder,
         save_unet,
         split_folder,
@@ -238,8 +240,13 @@ def _train_unet(
     recipe: dict[str, Any]
     if data is not None:
         pairs = load_folder(data)
-        if len(pairs) < 2:
-            raise BadInput(f"{data}: need at least 2 image/label pairs to fine-tune")
+        if len(folder_units(pairs)[0]) < 2:  # one image of 512 px or more is cut into tiles
+            shape = "x".join(map(str, pairs[0][0].shape)) if pairs else ""
+            raise BadInput(
+                f"{data}: {len(pairs)} image/label pair ({shape}) is too little to fine-tune "
+                f"on: give at least 2 pairs, or one image of at least {2 * FOLDER_TILE_PX} px "
+                "along a side"
+            )
         train_p, val_p, test_p, split_by = split_folder(pairs, seed)
         typer.echo(
             f"unet: {data}: {len(pairs)} images, split by {split_by}: train {len(train_p)}, "
