@@ -154,15 +154,22 @@ def _prepare(pairs: Sequence[Pair]) -> list[_Prepared]:
     return out
 
 
-def _crop(p: _Prepared, size: int, rng: np.random.Generator) -> NDArray[np.float32]:
-    """Random crop (padded when small) -> (4, size, size): image, fg, centre, weight."""
+def _stacked(p: _Prepared, size: int) -> NDArray[np.float32]:
+    """(4, H, W): image, fg, centre, weight; mirrored out to ``size`` along a side
+    shorter than that."""
     stack = np.stack([p.image, p.fg, p.centre, p.weight])
     h, w = stack.shape[1:]
     if h < size or w < size:
         stack = np.pad(
             stack, ((0, 0), (0, max(size - h, 0)), (0, max(size - w, 0))), mode="reflect"
         )
-        h, w = stack.shape[1:]
+    return stack
+
+
+def _crop(p: _Prepared, size: int, rng: np.random.Generator) -> NDArray[np.float32]:
+    """Random crop (padded when small) -> (4, size, size): image, fg, centre, weight."""
+    stack = _stacked(p, size)
+    h, w = stack.shape[1:]
     y = int(rng.integers(0, h - size + 1))
     x = int(rng.integers(0, w - size + 1))
     return stack[:, y : y + size, x : x + size]
@@ -300,9 +307,7 @@ def split_folder(
         return (*split_pairs(tiles, 0.15, 0.15, seed), how)
     if len(tiles) < 3:  # nothing to hold out: validate on the training images
         return list(tiles), list(tiles[:1]), [], how
-    idx = np.random.default_rng(seed).permutation(len(tiles))
-    n_val = max(1, round(0.25 * len(tiles)))  # two from six on: one image is a gamble
-    return [tiles[i] for i in idx[n_val:]], [tiles[i] for i in idx[:n_val]], [], how
+    return (*split_pairs(tiles, 0.25, 0.0, seed), how)  # two validate from six on
 
 
 @dataclass
@@ -343,12 +348,8 @@ def _val_batches(
     size = max(16, (crop // 16) * 16)
     tiles = []
     for p in prepared:
-        stack = np.stack([p.image, p.fg, p.centre, p.weight])
+        stack = _stacked(p, size)  # narrower than a crop: padded as a training crop is
         h, w = stack.shape[1:]
-        if h < size or w < size:  # narrower than a crop: padded as a training crop is
-            pad = ((0, 0), (0, max(size - h, 0)), (0, max(size - w, 0)))
-            stack = np.pad(stack, pad, mode="reflect")
-            h, w = stack.shape[1:]
         tiles += [
             stack[:, y : y + size, x : x + size]
             for y in _tile_starts(h, size)

@@ -77,9 +77,9 @@ def tune(
             images = {"source": "folder", "folder": str(data), "n_pairs": len(pairs)}
             # the adoption rule resamples units: one or two large images would give it
             # nothing to resample, so a small folder is scored as tiles, as train splits it
-            tiles, units_are = folder_units(pairs)
-            if len(tiles) > len(pairs):
-                pairs, images["units"] = tiles, units_are
+            pairs, units_are = folder_units(pairs)
+            if units_are != "images":
+                images["units"] = units_are
         else:
             pairs, images = _record_validation(meta, source, workers or os.cpu_count() or 1)
         if not pairs:
