@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -193,16 +194,14 @@ def test_a_change_to_the_nuclei_leaves_illumination_and_export_of_each_image_alo
     assert 5 < sum(a.params["uint8"] for a in before) < 35  # both exports occur
 
 
-def _write_folder(root: Path, n: int = 4) -> None:
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    for i, s in enumerate(make_samples(n, 70, (64, 64), SMALL)):
-        tifffile.imwrite(root / "images" / f"field_{i}.tif", s.image)
-        tifffile.imwrite(root / "labels" / f"field_{i}.tif", s.labels.astype(np.uint16))
+def _fields(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(s.image, s.labels) for s in make_samples(n, 70, (64, 64), SMALL)]
 
 
-def test_load_folder_pairs_by_name_and_explains_problems(tmp_path: Path) -> None:
-    _write_folder(tmp_path / "ok", 2)
+def test_load_folder_pairs_by_name_and_explains_problems(
+    tmp_path: Path, write_label_folder: Any
+) -> None:
+    write_label_folder(tmp_path / "ok", _fields(2))
     pairs = load_folder(tmp_path / "ok")
     assert len(pairs) == 2 and pairs[0][0].shape == pairs[0][1].shape
     (tmp_path / "ok" / "labels" / "field_1.tif").unlink()
@@ -268,8 +267,8 @@ def test_a_small_folder_is_split_by_tiles_and_keeps_two_for_validation() -> None
     assert [len(x) for x in split_folder(many, seed=0)[:3]] == [8, 2, 2]
 
 
-def test_cli_fine_tunes_from_a_user_folder(tmp_path: Path) -> None:
-    _write_folder(tmp_path / "data", 4)
+def test_cli_fine_tunes_from_a_user_folder(tmp_path: Path, write_label_folder: Any) -> None:
+    write_label_folder(tmp_path / "data", _fields(4))
     init = save_unet(UNet((8, 8, 16, 16, 16)), tmp_path / "init.pt", {"note": "start"})
     out = tmp_path / "w"
     result = CliRunner().invoke(
@@ -381,19 +380,13 @@ def test_cli_rejects_bad_folder(tmp_path: Path) -> None:
     assert "images/ and labels/" in result.output
 
 
-def test_cli_fine_tunes_on_one_large_image_and_refuses_one_small(tmp_path: Path) -> None:
+def test_cli_fine_tunes_on_one_large_image_and_refuses_one_small(
+    tmp_path: Path, write_label_folder: Any
+) -> None:
     # one annotated 512x512 field is four tiles: enough to train on and validate
     sample = make_samples(1, 71, (512, 512), SMALL)[0]
-    for folder, crop in (("large", sample), ("small", None)):
-        (tmp_path / folder / "images").mkdir(parents=True)
-        (tmp_path / folder / "labels").mkdir()
-        image, labels = (
-            (sample.image, sample.labels)
-            if crop
-            else (sample.image[:256, :256], sample.labels[:256, :256])
-        )
-        tifffile.imwrite(tmp_path / folder / "images" / "f.tif", image)
-        tifffile.imwrite(tmp_path / folder / "labels" / "f.tif", labels.astype(np.uint16))
+    write_label_folder(tmp_path / "large", [(sample.image, sample.labels)])
+    write_label_folder(tmp_path / "small", [(sample.image[:256, :256], sample.labels[:256, :256])])
     init = save_unet(UNet((8, 8, 16, 16, 16)), tmp_path / "init.pt", {"note": "start"})
     args = ["train", "--what", "unet", "--init", str(init), "--steps", "4", "--batch", "2"]
     args += ["--crop", "64", "--threads", "1"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import tifffile
 import torch
 from typer.testing import CliRunner
 
@@ -27,26 +27,20 @@ from scopeloop.storage.run_info import file_sha256
 SMALL = Recipe(radius_px=(4.0, 7.0), coverage=(0.2, 0.4), photons=(300.0, 1000.0))
 
 
-def _write_folder(root: Path, samples: list) -> None:
-    for folder in ("images", "labels"):
-        (root / folder).mkdir(parents=True)
-    for i, s in enumerate(samples):
-        tifffile.imwrite(root / "images" / f"f{i}.tif", s.image)
-        tifffile.imwrite(root / "labels" / f"f{i}.tif", s.labels.astype(np.uint16))
-
-
 def _ap50(weights: Path | None, samples: list) -> float:
     seg = UNetSegmenter(device="cpu", weights=weights)
     return pooled_ap([score_image(s.labels, seg.segment(s.image)) for s in samples], 0.5)
 
 
-def test_cli_tunes_badly_set_thresholds_on_a_user_folder(tmp_path: Path) -> None:
+def test_cli_tunes_badly_set_thresholds_on_a_user_folder(
+    tmp_path: Path, write_label_folder: Any
+) -> None:
     # shipped weights whose record asks for seeds and foreground far too strict
     model, meta = load_unet()
     meta.update(fg_threshold=0.9, seed_threshold=0.9, min_size_px=12)
     bad = save_unet(model, tmp_path / "bad" / "unet.pt", meta)
     samples = test_set("crowded", 3)
-    _write_folder(tmp_path / "data", samples)
+    write_label_folder(tmp_path / "data", [(x.image, x.labels) for x in samples])
     out = tmp_path / "tuned"
     args = ["tune", "--weights", str(bad), "--data", str(tmp_path / "data"), "--out", str(out)]
     result = CliRunner().invoke(app, [*args, "--threads", "1"])
@@ -81,12 +75,13 @@ def test_cli_tunes_badly_set_thresholds_on_a_user_folder(tmp_path: Path) -> None
         assert torch.equal(value, new_state[key]), key
 
 
-def test_one_large_image_is_resampled_as_tiles(tmp_path: Path) -> None:
+def test_one_large_image_is_resampled_as_tiles(tmp_path: Path, write_label_folder: Any) -> None:
     # one 512x768 field: the adoption rule needs units to resample, so it gets 6 tiles
     model, meta = load_unet()
     meta.update(fg_threshold=0.9, seed_threshold=0.9, min_size_px=12)
     bad = save_unet(model, tmp_path / "bad" / "unet.pt", meta)
-    _write_folder(tmp_path / "data", test_set("crowded", 1, shape=(512, 768)))
+    field = test_set("crowded", 1, shape=(512, 768))[0]
+    write_label_folder(tmp_path / "data", [(field.image, field.labels)])
     out = tmp_path / "tuned"
     args = ["tune", "--weights", str(bad), "--data", str(tmp_path / "data"), "--out", str(out)]
     result = CliRunner().invoke(app, [*args, "--threads", "1"])
@@ -97,10 +92,12 @@ def test_one_large_image_is_resampled_as_tiles(tmp_path: Path) -> None:
     assert retuned["adopted"] and retuned["before"]["p_better"] >= 0.95
 
 
-def test_thresholds_no_better_on_the_images_are_kept(tmp_path: Path) -> None:
+def test_thresholds_no_better_on_the_images_are_kept(
+    tmp_path: Path, write_label_folder: Any
+) -> None:
     # two clean fields the shipped thresholds already segment without a miss: other
     # settings tie at best, and a tie is no reason to change
-    _write_folder(tmp_path / "data", test_set("sparse", 2))
+    write_label_folder(tmp_path / "data", [(x.image, x.labels) for x in test_set("sparse", 2)])
     out = tmp_path / "tuned"
     args = ["tune", "--data", str(tmp_path / "data"), "--out", str(out), "--threads", "1"]
     result = CliRunner().invoke(app, args)
