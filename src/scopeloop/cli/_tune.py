@@ -53,7 +53,6 @@ def tune(
     new thresholds, the images they were tuned on and the thresholds before.
     """
     with cli_errors():
-        import numpy as np
         import torch
 
         from scopeloop.analysis.segmenter import select_device
@@ -75,6 +74,8 @@ def tune(
         if data is not None:
             pairs = load_folder(data)
             images = {"source": "folder", "folder": str(data), "n_pairs": len(pairs)}
+            # counted on whole images: a nucleus cut by a tile edge is one nucleus
+            n_nuclei = _count_nuclei(pairs)
             # the adoption rule resamples units: one or two large images would give it
             # nothing to resample, so a small folder is scored as tiles, as train splits it
             pairs, units_are = folder_units(pairs)
@@ -82,9 +83,9 @@ def tune(
                 images["units"] = units_are
         else:
             pairs, images = _record_validation(meta, source, workers or os.cpu_count() or 1)
+            n_nuclei = _count_nuclei(pairs)
         if not pairs:
             raise BadInput(f"{data}: no image/label pairs to tune on")
-        n_nuclei = sum(len(np.unique(lab)) - int((lab == 0).any()) for _, lab in pairs)
         units = str(images.get("units", "images"))
         typer.echo(f"tune: {len(pairs)} {units}, {n_nuclei} nuclei ({_describe(images)})")
         if n_nuclei < FEW_NUCLEI:
@@ -138,6 +139,13 @@ def tune(
         }
         path = save_unet(model, out / "unet.pt", meta)
         typer.echo(f"tune: saved {path}")
+
+
+def _count_nuclei(pairs: list[tuple[Any, Any]]) -> int:
+    """Labelled nuclei in image/label pairs (each mask's ids other than 0)."""
+    import numpy as np
+
+    return sum(len(np.unique(lab)) - int((lab == 0).any()) for _, lab in pairs)
 
 
 def _record_validation(
