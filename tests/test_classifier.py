@@ -76,6 +76,27 @@ def test_short_classifier_training_and_predict_format() -> None:
         train_classifier(data, sources=sources[:2], epochs=1)
 
 
+@pytest.mark.skipif(not default_classifier_path().is_file(), reason="no shipped weights")
+def test_averaged_fine_tuning_runs_the_schedule_and_measures_its_own_batch_statistics() -> None:
+    torch.set_num_threads(1)
+    data = [(s.image, s.labels, s.stages) for s in make_samples(12, 300, (128, 128), MITOTIC_RICH)]
+    shipped = StageClassifier(device="cpu").model
+    # patience 0 stops a run at its first epoch without a new best; averaging runs on
+    res = train_classifier(data, init=shipped, epochs=6, patience=0, seed=0, average=True)
+    assert res.summary["epochs_run"] == 6
+    assert res.summary["weights"]["averaged_epochs"] == [4, 6]
+    assert np.isfinite(res.summary["weights"]["val_loss"])
+    norms = [m for m in res.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [m for m in shipped.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m, b in zip(norms, before, strict=True):
+        # statistics of the averaged network, not the copy's, and its momentum kept
+        assert not torch.allclose(m.running_mean, b.running_mean)
+        assert m.momentum == b.momentum and m.num_batches_tracked > 0
+    held_out = [_triple(s) for s in make_samples(8, 900, (192, 192), MITOTIC_RICH)]
+    rep = stage_scores(StageClassifier(model=res.model, device="cpu").predict, held_out)
+    assert rep["mitotic"]["recall"] > 0.8 and rep["mitotic"]["precision"] > 0.8, rep
+
+
 def test_microscope_training_frames_cover_every_objective_and_are_not_test_frames() -> None:
     from scopeloop.simulation.microscope_set import (
         MICROSCOPE_SETS,
@@ -175,19 +196,10 @@ def test_stage_folder_reads_the_table_and_explains_problems(tmp_path: Path) -> N
 
 
 def _reporter_lost_in_mitosis(seed: int) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
-    """A generated field as a nuclear reporter that fades when the nuclear envelope
-    breaks down would show it: mitotic figures at a third of their brightness."""
-    from scipy import ndimage
+    from scopeloop.simulation.synthetic import reporter_lost_in_mitosis
 
-    from scopeloop.simulation.synthetic import CLASSIFIER_RECIPE, make_sample
-
-    s = make_sample(seed, (192, 192), CLASSIFIER_RECIPE)
-    img = s.image.astype(np.float32)
-    bg = float(np.percentile(img, 5))
-    mitotic = np.isin(s.labels, [i for i, k in s.stages.items() if k > 0])
-    near = ndimage.binary_dilation(mitotic, iterations=2)
-    img = np.where(near, bg + (img - bg) / 3, img)
-    return img.astype(s.image.dtype), s.labels, s.stages
+    s = reporter_lost_in_mitosis(seed)
+    return s.image, s.labels, s.stages
 
 
 @pytest.mark.skipif(not default_classifier_path().is_file(), reason="no shipped weights")
@@ -210,6 +222,9 @@ def test_cli_fine_tunes_the_classifier_on_a_users_stage_labels(tmp_path: Path) -
     assert meta["data"]["user"]["n_images"] == 40 and meta["data"]["microscope_frames"]["n"] == 0
     assert "--unlisted-objects interphase" in meta["command"] and meta["init_from"]["command"]
     assert meta["training"]["test_ground_truth_masks_user"]["mitotic"]["n"] > 0
+    # fine-tuning keeps the average of the schedule's second half (16 epochs)
+    assert meta["training"]["weights"]["averaged_epochs"] == [9, 16]
+    assert "weights averaged over epochs 9-16" in result.output
     held_out = [_reporter_lost_in_mitosis(7_100_000 + i) for i in range(8)]
     before = stage_scores(StageClassifier(device="cpu").predict, held_out)["mitotic"]
     after = stage_scores(

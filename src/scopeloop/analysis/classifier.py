@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from scipy import ndimage
 from skimage.measure import regionprops
 from skimage.segmentation import relabel_sequential
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from .segmenter import select_device
 
@@ -280,6 +281,7 @@ def train_classifier(
     seed: int = 0,
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
+    average: bool = False,
 ) -> ClassifierTrainResult:
     """Train the stage CNN on ``(image, labels, {label: stage index})`` triples.
 
@@ -290,6 +292,13 @@ def train_classifier(
     each with three images or more has images in validation and test, and the
     test scores are also reported per source. ``init`` fine-tunes a trained
     network (a copy) instead of starting from scratch.
+
+    ``average``: run the whole schedule and return the average of the weights
+    at the end of each epoch of its second half (stochastic weight averaging;
+    batch-norm statistics recomputed on training batches) instead of the epoch
+    of lowest validation loss. For fine-tuning on a few dozen fields, where the
+    one or two user images in validation pick an epoch by chance; the
+    validation loss is still reported, for the average too.
     """
     if sources is not None and len(sources) != len(data):
         raise ValueError(f"{len(sources)} sources given for {len(data)} images")
@@ -330,6 +339,15 @@ def train_classifier(
     n_per_epoch = min(len(y_tr), 16_000)
     best, best_state, bad, t0 = float("inf"), None, 0, time.perf_counter()
     epoch = 0
+    averaged = AveragedModel(net) if average else None
+    first_averaged = epochs // 2 + 1
+
+    def val_loss(model: nn.Module) -> float:
+        # weighted like training, so rare stages count
+        with torch.no_grad():
+            logits = model(x_va.to(dev), s_va.to(dev))
+            return float(F.cross_entropy(logits, y_va.to(dev), weight=(counts**-0.5).to(dev)))
+
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=lr * 0.02)
     for epoch in range(1, epochs + 1):
         net.train()
@@ -343,13 +361,9 @@ def train_classifier(
             opt.step()
         sched.step()
         net.eval()
-        with torch.no_grad():
-            # validation loss weighted like training, so rare stages count
-            vl = float(
-                F.cross_entropy(
-                    net(x_va.to(dev), s_va.to(dev)), y_va.to(dev), weight=(counts**-0.5).to(dev)
-                )
-            )
+        vl = val_loss(net)
+        if averaged is not None and epoch >= first_averaged:
+            averaged.update_parameters(net)
         if progress is not None:
             dt = time.perf_counter() - t0
             progress(f"classifier: epoch {epoch:3d}  val loss {vl:.4f}  ({dt:.0f} s)")
@@ -358,9 +372,12 @@ def train_classifier(
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         else:
             bad += 1
-            if bad >= patience:
+            if bad >= patience and averaged is None:
                 break
-    if best_state is not None:
+    if averaged is not None:
+        net = cast(StageNet, averaged.module)
+        _recompute_batchnorm(net, x_tr, s_tr, torch.multinomial(sample_w, n_per_epoch, True), dev)
+    elif best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
 
@@ -374,10 +391,35 @@ def train_classifier(
         "n_objects": {"train": len(y_tr), "validation": len(y_va), "test": len(y_te)},
         "test_ground_truth_masks": report(x_te, s_te, y_te),
     }  # fmt: skip
+    if averaged is not None:
+        summary["weights"] = {
+            "averaged_epochs": [first_averaged, epoch], "val_loss": val_loss(net),
+        }  # fmt: skip
     for k in sorted(set(test_groups)) if sources else []:
         mine = g_te == k
         summary[f"test_ground_truth_masks_{names[k]}"] = report(x_te[mine], s_te[mine], y_te[mine])
     return ClassifierTrainResult(net.cpu(), summary)
+
+
+def _recompute_batchnorm(
+    net: nn.Module, crops: torch.Tensor, scalars: torch.Tensor, order: torch.Tensor, dev: Any
+) -> None:
+    """Batch-norm statistics of ``net`` measured anew on training batches drawn in
+    ``order``, augmented as in training: averaged weights do not go with any
+    epoch's running statistics."""
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches
+    net.train()
+    with torch.no_grad():
+        for b in range(0, len(order), 128):
+            j = order[b : b + 128]
+            net(_augment(crops[j]).to(dev), scalars[j].to(dev))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum  # as it was, for any later fine-tuning
+    net.eval()
 
 
 def default_classifier_path() -> Path:

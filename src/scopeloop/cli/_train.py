@@ -445,9 +445,19 @@ def _train_classifier(
         init, lr = StageClassifier(device="cpu").model, 1e-3
         shipped = json.loads(default_classifier_path().with_suffix(".json").read_text())
         init_from = {k: shipped.get(k) for k in ("command", "seed", "data")}
+    # fine-tuning keeps the average of the schedule's second half: with a few dozen
+    # fields, the epoch their validation loss picks is chance (docs: fine-tuning)
     res = train_classifier(
-        data, sources=sources, init=init, lr=lr, seed=seed, device=device, progress=typer.echo
-    )
+        data, sources=sources, init=init, lr=lr, seed=seed, device=device,
+        progress=typer.echo, average=stage_folder is not None,
+    )  # fmt: skip
+    if "weights" in res.summary:
+        first, last = res.summary["weights"]["averaged_epochs"]
+        typer.echo(
+            f"classifier: weights averaged over epochs {first}-{last} (val loss "
+            f"{res.summary['weights']['val_loss']:.4f}; best single epoch "
+            f"{res.summary['best_val_loss']:.4f})"
+        )
     meta = {
         **common,
         "stages": list(STAGES),
