@@ -376,7 +376,8 @@ def train_classifier(
                 break
     if averaged is not None:
         net = cast(StageNet, averaged.module)
-        _recompute_batchnorm(net, x_tr, s_tr, torch.multinomial(sample_w, n_per_epoch, True), dev)
+        drawn = torch.multinomial(sample_w, n_per_epoch, replacement=True)  # as an epoch
+        _recompute_batchnorm(net, x_tr[drawn], s_tr[drawn], batch_size, dev)
     elif best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
@@ -402,11 +403,11 @@ def train_classifier(
 
 
 def _recompute_batchnorm(
-    net: nn.Module, crops: torch.Tensor, scalars: torch.Tensor, order: torch.Tensor, dev: Any
+    net: nn.Module, crops: torch.Tensor, scalars: torch.Tensor, batch_size: int, dev: Any
 ) -> None:
-    """Batch-norm statistics of ``net`` measured anew on training batches drawn in
-    ``order``, augmented as in training: averaged weights do not go with any
-    epoch's running statistics."""
+    """Batch-norm statistics of ``net`` measured anew on these training inputs, in
+    batches augmented as in training: averaged weights do not go with any epoch's
+    running statistics."""
     norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     momenta = [m.momentum for m in norms]
     for m in norms:
@@ -414,8 +415,8 @@ def _recompute_batchnorm(
         m.momentum = None  # a plain average over the batches
     net.train()
     with torch.no_grad():
-        for b in range(0, len(order), 128):
-            j = order[b : b + 128]
+        for b in range(0, len(crops), batch_size):
+            j = slice(b, b + batch_size)
             net(_augment(crops[j]).to(dev), scalars[j].to(dev))
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum  # as it was, for any later fine-tuning
