@@ -22,23 +22,17 @@ import argparse
 import subprocess
 from pathlib import Path
 
-import numpy as np
-import tifffile
-
+from scopeloop.analysis.training import write_folder
 from scopeloop.simulation.microscope_set import TRAINING_SEED_OFFSET, microscope_samples
 
 
-def write_folder(folder: Path, set_name: str, frames: int, size: int, draw: int) -> int:
+def write_frames_folder(folder: Path, set_name: str, frames: int, size: int, draw: int) -> int:
     """``frames`` training-seed frames of ``set_name`` as a user folder (``draw`` picks
     another set of them); returns the number of nuclei."""
-    for sub in ("images", "labels"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
     samples = microscope_samples(
         set_name, frames, TRAINING_SEED_OFFSET + draw, (size, size), workers=2
     )
-    for i, s in enumerate(samples):
-        tifffile.imwrite(folder / "images" / f"field_{i:03d}.tif", s.image)
-        tifffile.imwrite(folder / "labels" / f"field_{i:03d}.tif", s.labels.astype(np.uint16))
+    write_folder(folder, [(s.image, s.labels) for s in samples])
     return sum(int(s.labels.max()) for s in samples)
 
 
@@ -56,7 +50,7 @@ def main() -> None:
     args = ap.parse_args()
 
     folder = args.out / "folder"
-    nuclei = write_folder(folder, args.set, args.frames, args.size, args.folder_draw)
+    nuclei = write_frames_folder(folder, args.set, args.frames, args.size, args.folder_draw)
     print(f"{args.frames} frames of {args.size}x{args.size} ({args.set}), {nuclei} nuclei")
     weights = []
     for seed in (int(s) for s in args.seeds.split(",")):

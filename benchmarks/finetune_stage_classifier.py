@@ -25,29 +25,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import tifffile
-
 from scopeloop.analysis.classifier import StageClassifier, stage_scores
-from scopeloop.simulation.synthetic import STAGES, reporter_lost_in_mitosis
+from scopeloop.analysis.training import write_folder
+from scopeloop.simulation.synthetic import reporter_lost_in_mitosis
 
 FIELD_SEED = 7_200_000  # + 1000 * draw + i; held-out fields: 7_900_000 + i
 
 
-def write_folder(root: Path, seeds: range, size: int) -> int:
+def write_reporter_folder(root: Path, seeds: range, size: int) -> int:
     """Fields of the dimming reporter as a user folder, mitoses listed; returns their count."""
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "labels").mkdir(exist_ok=True)
-    rows, mitoses = ["image,label,stage"], 0
-    for k, seed in enumerate(seeds):
-        s = reporter_lost_in_mitosis(seed, (size, size))
-        tifffile.imwrite(root / "images" / f"field_{k:03d}.tif", s.image)
-        tifffile.imwrite(root / "labels" / f"field_{k:03d}.tif", s.labels.astype(np.uint16))
-        listed = [f"field_{k:03d}.tif,{i},{STAGES[st]}" for i, st in s.stages.items() if st > 0]
-        rows += listed
-        mitoses += len(listed)
-    (root / "stages.csv").write_text("\n".join(rows) + "\n")
-    return mitoses
+    fields = [reporter_lost_in_mitosis(seed, (size, size)) for seed in seeds]
+    write_folder(root, [(s.image, s.labels) for s in fields], stages=[s.stages for s in fields])
+    return sum(k > 0 for s in fields for k in s.stages.values())
 
 
 def main() -> None:
@@ -66,7 +55,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     for d in draws:
         base = FIELD_SEED + 1000 * d
-        n = write_folder(args.out / f"draw{d}", range(base, base + args.fields), args.size)
+        n = write_reporter_folder(args.out / f"draw{d}", range(base, base + args.fields), args.size)
         print(f"draw {d}: {args.fields} fields of {args.size}x{args.size}, {n} mitoses listed")
 
     def fine_tune(run: tuple[int, int]) -> None:

@@ -19,6 +19,7 @@ from scopeloop.analysis.classifier import (
     stage_scores,
     train_classifier,
 )
+from scopeloop.analysis.training import write_folder
 from scopeloop.simulation.synthetic import TRAIN_RECIPE, SyntheticSample, make_samples
 
 MITOTIC_RICH = dataclasses.replace(
@@ -151,27 +152,11 @@ def test_shipped_classifier_does_not_call_the_simulated_microscopes_interphase_m
     assert rep["mitotic"]["precision"] > 0.6 and rep["mitotic"]["recall"] > 0.6, rep
 
 
-def _write_stage_folder(
-    root: Path, samples: list[tuple[np.ndarray, np.ndarray, dict[int, int]]]
-) -> None:
-    import tifffile
-
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    rows = ["image,label,stage"]
-    for k, (img, lab, stages) in enumerate(samples):
-        tifffile.imwrite(root / "images" / f"field_{k}.tif", img)
-        tifffile.imwrite(root / "labels" / f"field_{k}.tif", lab)
-        # the mitoses only, as an annotator marks them; the rest count as interphase
-        rows += [f"field_{k}.tif,{i},{STAGES[s]}" for i, s in stages.items() if s > 0]
-    (root / "stages.csv").write_text("\n".join(rows) + "\n")
-
-
 def test_stage_folder_reads_the_table_and_explains_problems(tmp_path: Path) -> None:
     from scopeloop.analysis.training import load_stage_folder
 
     img, lab = _field()
-    _write_stage_folder(tmp_path / "ok", [(img, lab, {})])
+    write_folder(tmp_path / "ok", [(img, lab)], stages=[{}])
     table = tmp_path / "ok" / "stages.csv"
     table.write_text("Image,Label,Stage\nfield_0.tif,4,Prophase\nfield_0,2,telophase\n")
     ((name, _, labels, stages),) = load_stage_folder(tmp_path / "ok")
@@ -209,9 +194,8 @@ def test_cli_fine_tunes_the_classifier_on_a_users_stage_labels(tmp_path: Path) -
     from scopeloop.cli.main import app
 
     torch.set_num_threads(1)
-    _write_stage_folder(
-        tmp_path / "data", [_reporter_lost_in_mitosis(7_000_000 + i) for i in range(40)]
-    )
+    fields = [_reporter_lost_in_mitosis(7_000_000 + i) for i in range(40)]
+    write_folder(tmp_path / "data", [f[:2] for f in fields], stages=[f[2] for f in fields])
     out = tmp_path / "clf"
     args = ["train", "--what", "classifier", "--data", str(tmp_path / "data"), "--out", str(out)]
     extra = ["--n-images", "30", "--size", "192", "--threads", "1", "--workers", "1"]
@@ -241,7 +225,7 @@ def test_cli_checks_the_stage_table_before_training_anything(tmp_path: Path) -> 
     from scopeloop.cli.main import app
 
     img, lab = _field()
-    _write_stage_folder(tmp_path / "data", [(img, lab, {4: 1})] * 2)
+    write_folder(tmp_path / "data", [(img, lab)] * 2, stages=[{4: 1}] * 2)
     (tmp_path / "data" / "stages.csv").write_text("image,label,stage\nfield_1.tif,4,mitosis\n")
     out = tmp_path / "w"
     args = ["train", "--what", "all", "--data", str(tmp_path / "data"), "--out", str(out)]

@@ -95,17 +95,14 @@ def test_segmenters_refuse_nan_pixels_and_rgb_pictures_clearly(name: str) -> Non
 def test_evaluate_cli_scores_segmenters_on_named_sets_and_a_folder(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    import tifffile
     from typer.testing import CliRunner
 
+    from scopeloop.analysis.training import write_folder
     from scopeloop.cli.main import app
 
     img, _ = _nuclei_image()
     lab = get_segmenter("classical").segment(img)  # a folder whose masks are exact for classical
-    (tmp_path / "d" / "images").mkdir(parents=True)
-    (tmp_path / "d" / "labels").mkdir()
-    tifffile.imwrite(tmp_path / "d" / "images" / "a.tif", img)
-    tifffile.imwrite(tmp_path / "d" / "labels" / "a.tif", lab)
+    write_folder(tmp_path / "d", [(img, lab)])
     out = tmp_path / "scores.json"
     args = ["evaluate", "--segmenter", "classical", "--set", "sparse", "--n-images", "1"]
     res = CliRunner().invoke(app, [*args, "--folder", str(tmp_path / "d"), "--json", str(out)])

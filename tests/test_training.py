@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -25,6 +24,7 @@ from scopeloop.analysis.training import (
     train_unet,
     unet_targets,
     widen_unet,
+    write_folder,
 )
 from scopeloop.analysis.unet import UNet, load_unet, normalise_frames
 from scopeloop.cli.main import app
@@ -198,10 +198,8 @@ def _fields(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(s.image, s.labels) for s in make_samples(n, 70, (64, 64), SMALL)]
 
 
-def test_load_folder_pairs_by_name_and_explains_problems(
-    tmp_path: Path, write_label_folder: Any
-) -> None:
-    write_label_folder(tmp_path / "ok", _fields(2))
+def test_load_folder_pairs_by_name_and_explains_problems(tmp_path: Path) -> None:
+    write_folder(tmp_path / "ok", _fields(2))
     pairs = load_folder(tmp_path / "ok")
     assert len(pairs) == 2 and pairs[0][0].shape == pairs[0][1].shape
     (tmp_path / "ok" / "labels" / "field_1.tif").unlink()
@@ -249,6 +247,21 @@ def test_training_crops_come_from_each_image_in_proportion_to_its_area() -> None
     assert np.allclose(share, expected, atol=0.01)  # the large image: 94 %, not a quarter
 
 
+def test_written_folder_reads_back_in_order_with_its_mitoses(tmp_path: Path) -> None:
+    from scopeloop.analysis.training import load_stage_folder
+
+    pairs = [
+        (np.full((8, 8), i, np.uint16), np.eye(8, dtype=np.int32) * (i + 1)) for i in range(12)
+    ]
+    stages = [{i + 1: i % 4} for i in range(12)]
+    write_folder(tmp_path / "f", pairs, stages=stages)
+    back = load_folder(tmp_path / "f")  # field_02 before field_10, as written
+    assert [int(img[0, 0]) for img, _ in back] == list(range(12))
+    assert all(np.array_equal(lab, pairs[i][1]) for i, (_, lab) in enumerate(back))
+    read = load_stage_folder(tmp_path / "f")
+    assert [st for *_, st in read] == stages  # mitoses listed, interphase by default
+
+
 def test_a_small_folder_is_split_by_tiles_and_keeps_two_for_validation() -> None:
     big = [(np.zeros((1100, 1030), np.uint16), np.zeros((1100, 1030), np.int32))] * 2
     train, val, test, how = split_folder(big, seed=0)
@@ -267,8 +280,8 @@ def test_a_small_folder_is_split_by_tiles_and_keeps_two_for_validation() -> None
     assert [len(x) for x in split_folder(many, seed=0)[:3]] == [8, 2, 2]
 
 
-def test_cli_fine_tunes_from_a_user_folder(tmp_path: Path, write_label_folder: Any) -> None:
-    write_label_folder(tmp_path / "data", _fields(4))
+def test_cli_fine_tunes_from_a_user_folder(tmp_path: Path) -> None:
+    write_folder(tmp_path / "data", _fields(4))
     init = save_unet(UNet((8, 8, 16, 16, 16)), tmp_path / "init.pt", {"note": "start"})
     out = tmp_path / "w"
     result = CliRunner().invoke(
@@ -380,13 +393,11 @@ def test_cli_rejects_bad_folder(tmp_path: Path) -> None:
     assert "images/ and labels/" in result.output
 
 
-def test_cli_fine_tunes_on_one_large_image_and_refuses_one_small(
-    tmp_path: Path, write_label_folder: Any
-) -> None:
+def test_cli_fine_tunes_on_one_large_image_and_refuses_one_small(tmp_path: Path) -> None:
     # one annotated 512x512 field is four tiles: enough to train on and validate
     sample = make_samples(1, 71, (512, 512), SMALL)[0]
-    write_label_folder(tmp_path / "large", [(sample.image, sample.labels)])
-    write_label_folder(tmp_path / "small", [(sample.image[:256, :256], sample.labels[:256, :256])])
+    write_folder(tmp_path / "large", [(sample.image, sample.labels)])
+    write_folder(tmp_path / "small", [(sample.image[:256, :256], sample.labels[:256, :256])])
     init = save_unet(UNet((8, 8, 16, 16, 16)), tmp_path / "init.pt", {"note": "start"})
     args = ["train", "--what", "unet", "--init", str(init), "--steps", "4", "--batch", "2"]
     args += ["--crop", "64", "--threads", "1"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +16,7 @@ from scopeloop.analysis.training import (
     split_pairs,
     synthetic_seeds,
     synthetic_seeds_record,
+    write_folder,
 )
 from scopeloop.analysis.unet import UNet, UNetSegmenter, load_unet
 from scopeloop.cli._tune import _record_validation
@@ -32,15 +32,13 @@ def _ap50(weights: Path | None, samples: list) -> float:
     return pooled_ap([score_image(s.labels, seg.segment(s.image)) for s in samples], 0.5)
 
 
-def test_cli_tunes_badly_set_thresholds_on_a_user_folder(
-    tmp_path: Path, write_label_folder: Any
-) -> None:
+def test_cli_tunes_badly_set_thresholds_on_a_user_folder(tmp_path: Path) -> None:
     # shipped weights whose record asks for seeds and foreground far too strict
     model, meta = load_unet()
     meta.update(fg_threshold=0.9, seed_threshold=0.9, min_size_px=12)
     bad = save_unet(model, tmp_path / "bad" / "unet.pt", meta)
     samples = test_set("crowded", 3)
-    write_label_folder(tmp_path / "data", [(x.image, x.labels) for x in samples])
+    write_folder(tmp_path / "data", [(x.image, x.labels) for x in samples])
     out = tmp_path / "tuned"
     args = ["tune", "--weights", str(bad), "--data", str(tmp_path / "data"), "--out", str(out)]
     result = CliRunner().invoke(app, [*args, "--threads", "1"])
@@ -75,13 +73,13 @@ def test_cli_tunes_badly_set_thresholds_on_a_user_folder(
         assert torch.equal(value, new_state[key]), key
 
 
-def test_one_large_image_is_resampled_as_tiles(tmp_path: Path, write_label_folder: Any) -> None:
+def test_one_large_image_is_resampled_as_tiles(tmp_path: Path) -> None:
     # one 512x768 field: the adoption rule needs units to resample, so it gets 6 tiles
     model, meta = load_unet()
     meta.update(fg_threshold=0.9, seed_threshold=0.9, min_size_px=12)
     bad = save_unet(model, tmp_path / "bad" / "unet.pt", meta)
     field = test_set("crowded", 1, shape=(512, 768))[0]
-    write_label_folder(tmp_path / "data", [(field.image, field.labels)])
+    write_folder(tmp_path / "data", [(field.image, field.labels)])
     out = tmp_path / "tuned"
     args = ["tune", "--weights", str(bad), "--data", str(tmp_path / "data"), "--out", str(out)]
     result = CliRunner().invoke(app, [*args, "--threads", "1"])
@@ -94,12 +92,10 @@ def test_one_large_image_is_resampled_as_tiles(tmp_path: Path, write_label_folde
     assert retuned["adopted"] and retuned["before"]["p_better"] >= 0.95
 
 
-def test_thresholds_no_better_on_the_images_are_kept(
-    tmp_path: Path, write_label_folder: Any
-) -> None:
+def test_thresholds_no_better_on_the_images_are_kept(tmp_path: Path) -> None:
     # two clean fields the shipped thresholds already segment without a miss: other
     # settings tie at best, and a tie is no reason to change
-    write_label_folder(tmp_path / "data", [(x.image, x.labels) for x in test_set("sparse", 2)])
+    write_folder(tmp_path / "data", [(x.image, x.labels) for x in test_set("sparse", 2)])
     out = tmp_path / "tuned"
     args = ["tune", "--data", str(tmp_path / "data"), "--out", str(out), "--threads", "1"]
     result = CliRunner().invoke(app, args)

@@ -54,6 +54,7 @@ __all__ = [
     "tune_thresholds",
     "unet_targets",
     "widen_unet",
+    "write_folder",
 ]
 
 #: one training example: (image, instance labels)
@@ -638,6 +639,42 @@ def load_folder(folder: str | Path) -> list[Pair]:
     (labels layer): one 2-D image per file, labels as integer instance ids.
     """
     return [(img, lab) for _, img, lab in _read_folder(folder)]
+
+
+def write_folder(
+    folder: str | Path,
+    pairs: Sequence[tuple[NDArray[Any], NDArray[np.integer]]],
+    stages: Sequence[dict[int, int]] | None = None,
+) -> Path:
+    """Write image/label pairs as the folder :func:`load_folder` reads.
+
+    ``images/`` and ``labels/`` TIFFs named ``field_<i>.tif`` (zero-padded so that
+    they sort in order; labels as 16-bit ids when they fit), and with ``stages``
+    (``{label: stage id}`` per pair) the :data:`STAGE_TABLE` of
+    :func:`load_stage_folder`, listing the mitotic nuclei as an annotator marks them
+    (the others read back as interphase). For simulated fields to fine-tune or
+    score on, in the layout a user exports.
+    """
+    import tifffile
+
+    root = Path(folder)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(exist_ok=True)
+    width = len(str(max(len(pairs) - 1, 0)))
+    rows = ["image,label,stage"]
+    for i, (image, labels) in enumerate(pairs):
+        name = f"field_{i:0{width}d}.tif"
+        lab = np.asarray(labels)
+        tifffile.imwrite(root / "images" / name, image)
+        tifffile.imwrite(
+            root / "labels" / name,
+            lab.astype(np.uint16 if lab.max(initial=0) < 2**16 else np.uint32),
+        )
+        if stages is not None:
+            rows += [f"{name},{k},{STAGES[s]}" for k, s in stages[i].items() if s > 0]
+    if stages is not None:
+        (root / STAGE_TABLE).write_text("\n".join(rows) + "\n")
+    return root
 
 
 #: the stage table of a user folder, beside ``images/`` and ``labels/``
