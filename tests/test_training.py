@@ -28,7 +28,15 @@ from scopeloop.analysis.training import (
 )
 from scopeloop.analysis.unet import UNet, load_unet, normalise_frames
 from scopeloop.cli.main import app
-from scopeloop.simulation.synthetic import TRAIN_RECIPE, Recipe, make_samples, render_pairs
+from scopeloop.simulation.synthetic import (
+    EMPHASES,
+    TRAIN_RECIPE,
+    Recipe,
+    make_sample,
+    make_samples,
+    mixed_recipes,
+    render_pairs,
+)
 
 SMALL = Recipe(radius_px=(5.0, 8.0), coverage=(0.15, 0.3), empty_probability=0.0)
 
@@ -339,6 +347,35 @@ def test_cli_draws_synthetic_nuclei_from_the_requested_radius_range(tmp_path: Pa
     for bad in ("2.5", "6,3", "0,4"):
         refused = CliRunner().invoke(app, [*args, "--radius-px", bad])
         assert refused.exit_code == 2 and f"--radius-px '{bad}'" in refused.output
+
+
+def test_cli_gives_half_the_synthetic_images_to_the_requested_regimes(tmp_path: Path) -> None:
+    out = tmp_path / "emphasis"
+    args = _tiny_unet_run(out)
+    result = CliRunner().invoke(app, [*args, "--emphasis", "dense,blurred"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "unet.json").read_text())
+    assert meta["data"]["emphasis"] == ["dense", "blurred"]
+    assert "--emphasis dense,blurred" in meta["command"]
+    # even images keep the whole recipe; odd ones are dense and blurred in turn
+    recipes = mixed_recipes(8, TRAIN_RECIPE, ("dense", "blurred"))
+    params = [make_sample(100 + i, (96, 96), r).params for i, r in enumerate(recipes)]
+    assert all(p["coverage"] >= 0.3 for p in params[1::4])
+    assert all(p["defocus_px"] >= 2.0 and p["haze"] >= 0.2 for p in params[3::4])
+    assert recipes[0::2] == [TRAIN_RECIPE] * 4
+    for name, ranges in EMPHASES.items():  # each inside the training recipe's ranges
+        for key, (lo, hi) in ranges.items():
+            wide = getattr(TRAIN_RECIPE, key)
+            assert wide[0] <= lo < hi <= wide[1], (name, key)
+    for bad in ("crowded", "dense,dense"):
+        refused = CliRunner().invoke(app, [*args, "--emphasis", bad])
+        assert refused.exit_code == 2 and f"--emphasis '{bad}'" in refused.output
+    folder = CliRunner().invoke(
+        app, ["train", "--what", "unet", "--data", str(tmp_path), "--emphasis", "dense"]
+    )
+    assert folder.exit_code == 2 and "--emphasis shapes the U-Net's synthetic images" in (
+        folder.output
+    )
 
 
 def test_a_widened_network_computes_what_the_trained_one_did_and_then_learns() -> None:

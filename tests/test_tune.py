@@ -21,7 +21,13 @@ from scopeloop.analysis.training import (
 from scopeloop.analysis.unet import UNet, UNetSegmenter, load_unet
 from scopeloop.cli._tune import _record_validation
 from scopeloop.cli.main import app
-from scopeloop.simulation.synthetic import TRAIN_RECIPE, Recipe, render_pairs, test_set
+from scopeloop.simulation.synthetic import (
+    TRAIN_RECIPE,
+    Recipe,
+    mixed_recipes,
+    render_pairs,
+    test_set,
+)
 from scopeloop.storage.run_info import file_sha256
 
 SMALL = Recipe(radius_px=(4.0, 7.0), coverage=(0.2, 0.4), photons=(300.0, 1000.0))
@@ -128,6 +134,17 @@ def test_default_images_are_the_training_runs_own_validation_split(tmp_path: Pat
     for (img, lab), (img_val, lab_val) in zip(pairs, val, strict=True):
         np.testing.assert_array_equal(img, img_val)
         np.testing.assert_array_equal(lab, lab_val)
+    # a run that gave half its images to a regime: its validation image (index 1, odd)
+    # was rendered in that regime
+    meta["data"]["emphasis"] = ["blurred"]
+    blurred, _ = _record_validation(meta, tmp_path / "unet.pt", workers=1)
+    ((img_b, lab_b),) = render_pairs(
+        [synthetic_seeds(seed, n)[1]], (40, 40), 1, mixed_recipes(2, SMALL, ["blurred"])[1:]
+    )
+    np.testing.assert_array_equal(blurred[0][0], img_b)
+    np.testing.assert_array_equal(blurred[0][1], lab_b)
+    assert not np.array_equal(img_b, pairs[0][0])
+    del meta["data"]["emphasis"]
     # a run on another recipe renders other images
     meta["data"]["recipe"] = json.loads(json.dumps(asdict(TRAIN_RECIPE)))
     other, _ = _record_validation(meta, tmp_path / "unet.pt", workers=1)

@@ -25,6 +25,18 @@ def _parse_channels(text: str | None) -> tuple[int, ...] | None:
     return widths
 
 
+def _parse_emphasis(text: str | None) -> tuple[str, ...]:
+    from scopeloop.simulation.synthetic import EMPHASES
+
+    names = tuple(t.strip() for t in (text or "").split(",") if t.strip())
+    for name in names:
+        if name not in EMPHASES:
+            raise BadInput(f"--emphasis {text!r}: {name!r} is not one of {', '.join(EMPHASES)}")
+    if len(set(names)) != len(names):
+        raise BadInput(f"--emphasis {text!r}: each regime once")
+    return names
+
+
 def _parse_radius(text: str | None) -> tuple[float, float] | None:
     if text is None:
         return None
@@ -82,6 +94,12 @@ def train(
         help="U-Net on synthetic images: nucleus radius range in pixels, MIN,MAX "
         "(log-uniform; default 4,22). Lower MIN for small nuclei, e.g. 4x overviews.",
     ),
+    emphasis: str | None = typer.Option(
+        None,
+        help="U-Net on synthetic images: give half the images to these regimes, "
+        "comma-separated: dense (touching clusters), blurred (defocus 2-4 px and haze), "
+        "dim (5-30 photons). Their ranges lie inside the training recipe's.",
+    ),
     teacher: Annotated[
         Path | None,
         typer.Option(
@@ -136,6 +154,7 @@ def train(
             raise BadInput(f"--crop {crop}: must be a multiple of 16")
         widths = _parse_channels(channels)
         radius = _parse_radius(radius_px)
+        emphases = _parse_emphasis(emphasis)
         if teacher is not None:
             if what == "classifier":
                 raise BadInput("--teacher is for the U-Net; drop it with --what classifier")
@@ -143,11 +162,12 @@ def train(
                 raise BadInput(f"--teacher {teacher}: no such weights file")
             if distill <= 0.0:
                 raise BadInput(f"--distill {distill}: must be above 0 with --teacher")
-        if radius is not None and (data is not None or what == "classifier"):
-            raise BadInput(
-                "--radius-px shapes the U-Net's synthetic images; drop it with "
-                "--data or --what classifier"
-            )
+        for given, name in ((radius, "--radius-px"), (emphases, "--emphasis")):
+            if given and (data is not None or what == "classifier"):
+                raise BadInput(
+                    f"{name} shapes the U-Net's synthetic images; drop it with "
+                    "--data or --what classifier"
+                )
         # the stage table is read and checked before anything trains
         from scopeloop.analysis.training import STAGE_TABLE, load_stage_folder
 
@@ -166,7 +186,7 @@ def train(
                 "out": out, "data": data, "what": what, "init": init, "n_images": n_images,
                 "size": size, "steps": steps, "minutes": minutes, "batch": batch, "crop": crop,
                 "lr": lr, "patience": patience, "eval_every": eval_every, "channels": channels,
-                "radius_px": radius_px, "teacher": teacher,
+                "radius_px": radius_px, "emphasis": emphasis, "teacher": teacher,
                 "distill": distill if teacher is not None else None, "seed": seed,
                 "threads": threads,
                 "device": device,
@@ -181,7 +201,7 @@ def train(
             _train_unet(
                 out, data, init, n_images, size, steps, minutes, batch, crop, lr, patience,
                 eval_every, seed, dev, common, widths, workers or os.cpu_count() or 1, radius,
-                teacher=teacher, distill=distill,
+                teacher=teacher, distill=distill, emphasis=emphases,
             )  # fmt: skip
         if what in {"classifier", "all"}:
             if data is not None and stage_folder is None:
@@ -217,6 +237,7 @@ def _train_unet(
     radius: tuple[float, float] | None = None,
     teacher: Path | None = None,
     distill: float = 0.5,
+    emphasis: tuple[str, ...] = (),
 ) -> None:
     from scopeloop.analysis.metrics import aggregate, score_image
     from scopeloop.analysis.training import (
@@ -258,7 +279,7 @@ def _train_unet(
         }  # fmt: skip
         peak_lr = lr if lr is not None else 5e-4
     else:
-        from scopeloop.simulation.synthetic import TRAIN_RECIPE, render_pairs
+        from scopeloop.simulation.synthetic import TRAIN_RECIPE, mixed_recipes, render_pairs
 
         t0 = time.perf_counter()
         train_recipe = (
@@ -266,8 +287,9 @@ def _train_unet(
         )
         # train, validation and test images come from disjoint seed ranges
         all_pairs = render_pairs(
-            synthetic_seeds(seed, n_images), (size, size), workers, train_recipe
-        )
+            synthetic_seeds(seed, n_images), (size, size), workers,
+            mixed_recipes(n_images, train_recipe, emphasis),
+        )  # fmt: skip
         train_p, val_p, test_p = split_pairs(all_pairs, *SYNTHETIC_SPLIT, seed)
         typer.echo(
             f"unet: rendered {n_images} synthetic images in {time.perf_counter() - t0:.0f} s "
@@ -285,6 +307,8 @@ def _train_unet(
             "seeds": synthetic_seeds_record(seed, n_images), "size_px": size,
             "recipe": dataclasses.asdict(train_recipe),
         }  # fmt: skip
+        if emphasis:  # the odd images' regimes, in turn (mixed_recipes)
+            recipe["emphasis"] = list(emphasis)
         peak_lr = lr if lr is not None else 2e-3
 
     def progress(rec: dict[str, float]) -> None:

@@ -158,7 +158,7 @@ def _record_validation(
         synthetic_seeds,
         synthetic_seeds_record,
     )
-    from scopeloop.simulation.synthetic import Recipe, render_pairs
+    from scopeloop.simulation.synthetic import Recipe, mixed_recipes, render_pairs
 
     data = meta.get("data") or {}
     if data.get("source") != "synthetic":
@@ -184,7 +184,10 @@ def _record_validation(
     _, val_idx, _ = split_pairs(list(range(n_images)), *SYNTHETIC_SPLIT, seed)
     seeds = synthetic_seeds(seed, n_images)
     size = int(data["size_px"])
-    pairs = render_pairs([seeds[i] for i in val_idx], (size, size), workers, recipe)
+    recipes = mixed_recipes(n_images, recipe, data.get("emphasis", ()))
+    pairs = render_pairs(
+        [seeds[i] for i in val_idx], (size, size), workers, [recipes[i] for i in val_idx]
+    )
     images = {
         "source": "synthetic validation split", "seeds": data["seeds"], "split_seed": seed,
         "n_images": len(pairs), "size_px": size, "generator": data.get("generator"),

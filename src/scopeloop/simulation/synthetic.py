@@ -35,6 +35,7 @@ R = TypeVar("R")
 
 __all__ = [
     "CLASSIFIER_RECIPE",
+    "EMPHASES",
     "STAGES",
     "TEST_SETS",
     "TRAIN_RECIPE",
@@ -42,6 +43,7 @@ __all__ = [
     "SyntheticSample",
     "make_sample",
     "make_samples",
+    "mixed_recipes",
     "recipe_for",
     "render_in_processes",
     "render_pairs",
@@ -87,6 +89,29 @@ class Recipe:
 TRAIN_RECIPE = Recipe()
 #: the stage classifier's: more mitotic figures, so every stage is well sampled
 CLASSIFIER_RECIPE = replace(TRAIN_RECIPE, mitotic_fraction=(0.15, 0.4), empty_probability=0.0)
+
+#: regimes a training run can give half its images to (``scopeloop train --emphasis``): the
+#: training recipe narrowed to where segmentation errs most, so a network at its capacity
+#: spends more of it there; every range lies inside the training recipe's
+EMPHASES: dict[str, dict[str, tuple[float, float]]] = {
+    "dense": {"coverage": (0.3, 0.6), "clustering": (0.5, 1.0)},
+    "blurred": {"defocus_px": (2.0, 4.0), "haze": (0.2, 0.6)},
+    "dim": {"photons": (5.0, 30.0)},
+}
+
+
+def mixed_recipes(n: int, recipe: Recipe, emphasis: Sequence[str] = ()) -> list[Recipe]:
+    """The recipe of each of ``n`` training images: ``recipe`` for the even ones, and for
+    the odd ones ``recipe`` narrowed to each regime of ``emphasis`` (names of
+    :data:`EMPHASES`) in turn. Without ``emphasis``, ``recipe`` for all."""
+    unknown = [e for e in emphasis if e not in EMPHASES]
+    if unknown:
+        raise ValueError(f"unknown emphasis {unknown[0]!r}; choose from {', '.join(EMPHASES)}")
+    narrowed = [replace(recipe, **EMPHASES[e]) for e in emphasis]  # type: ignore[arg-type]
+    if not narrowed:
+        return [recipe] * n
+    return [recipe if i % 2 == 0 else narrowed[(i // 2) % len(narrowed)] for i in range(n)]
+
 
 #: named test sets: (recipe, base seed)
 TEST_SETS: dict[str, tuple[Recipe, int]] = {
@@ -423,13 +448,16 @@ def render_pairs(
     seeds: Sequence[int],
     shape: tuple[int, int] = (256, 256),
     workers: int = 1,
-    recipe: Recipe = TRAIN_RECIPE,
+    recipe: Recipe | Sequence[Recipe] = TRAIN_RECIPE,
 ) -> list[tuple[NDArray[Any], NDArray[Any]]]:
     """``(image, labels)`` of :func:`make_sample` for each seed (the training recipe
-    unless given), rendered in ``workers`` processes; the same pairs whatever the number."""
-    return render_in_processes(
-        _image_and_labels, [(int(seed), shape, recipe) for seed in seeds], workers
-    )
+    unless given; one recipe for all or one per seed), rendered in ``workers`` processes;
+    the same pairs whatever the number."""
+    recipes = [recipe] * len(seeds) if isinstance(recipe, Recipe) else list(recipe)
+    if len(recipes) != len(seeds):
+        raise ValueError(f"{len(recipes)} recipes for {len(seeds)} seeds")
+    jobs = [(int(seed), shape, r) for seed, r in zip(seeds, recipes, strict=True)]
+    return render_in_processes(_image_and_labels, jobs, workers)
 
 
 def render_in_processes(fn: Callable[[J], R], jobs: Sequence[J], workers: int) -> list[R]:
