@@ -528,16 +528,25 @@ def tune_thresholds(
         fg, c = seg.predict_maps(seg.to_device(img)[0])
         maps.append((fg, c, lab))
 
+    def scores_at(setting: tuple[Any, ...]) -> list[Any]:
+        """Per-image scores at (fg, seed, confidence, size), extracted once per setting."""
+        if setting not in per_image:
+            ft, st, conf, size = setting
+            per_image[setting] = [
+                score_image(
+                    lab,
+                    extract_instances(
+                        fg, c, fg_threshold=ft, seed_threshold=st, min_size_px=size,
+                        min_confidence=conf,
+                    )[0].cpu().numpy(),
+                    thresholds=(0.5,),
+                )
+                for fg, c, lab in maps
+            ]  # fmt: skip
+        return per_image[setting]
+
     def ap50(ft: float, st: float, conf: float, size: int) -> dict[str, float]:
-        scores = []
-        for fg, c, lab in maps:
-            pred = extract_instances(
-                fg, c, fg_threshold=ft, seed_threshold=st, min_size_px=size,
-                min_confidence=conf,
-            )  # fmt: skip
-            scores.append(score_image(lab, pred[0].cpu().numpy(), thresholds=(0.5,)))
-        per_image[(ft, st, conf, size)] = scores
-        ap = pooled_ap(scores, 0.5)
+        ap = pooled_ap(scores_at((ft, st, conf, size)), 0.5)
         return {"fg": ft, "seed": st, "confidence": conf, "min_size_px": size, "ap50": ap}
 
     size = min_sizes[0]
@@ -557,13 +566,11 @@ def tune_thresholds(
     }  # fmt: skip
     if current is not None:
         at_current = {k: current[k] for k in EXTRACTION_DEFAULTS}
-        setting = tuple(at_current.values())
-        if setting not in per_image:  # off the grid: scored once more
-            ap50(*setting)
-        at_current["ap50"] = pooled_ap(per_image[setting], 0.5)
+        at_scores = scores_at(tuple(at_current.values()))  # off the grid: scored once more
+        at_current["ap50"] = pooled_ap(at_scores, 0.5)
         # the same resamples for both (same seed and count): a paired comparison
         chosen = per_image[(best["fg"], best["seed"], best["confidence"], best["min_size_px"])]
-        ahead = bootstrap_ap(chosen) > bootstrap_ap(per_image[setting])
+        ahead = bootstrap_ap(chosen) > bootstrap_ap(at_scores)
         at_current["p_better"] = float(ahead.mean())
         tuned["current"] = at_current
     return tuned
