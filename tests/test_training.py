@@ -349,7 +349,20 @@ def test_cli_draws_synthetic_nuclei_from_the_requested_radius_range(tmp_path: Pa
         assert refused.exit_code == 2 and f"--radius-px '{bad}'" in refused.output
 
 
-def test_cli_gives_half_the_synthetic_images_to_the_requested_regimes(tmp_path: Path) -> None:
+def test_cli_gives_half_the_synthetic_images_to_the_requested_regimes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import scopeloop.simulation.synthetic as synthetic
+
+    rendered: list[tuple[list[int], list[Recipe]]] = []
+    real_render = synthetic.render_pairs
+
+    def recording_render(seeds, shape, workers, recipe):  # type: ignore[no-untyped-def]
+        pairs = real_render(seeds, shape, workers, recipe)
+        rendered.append((list(seeds), list(recipe)))
+        return pairs
+
+    monkeypatch.setattr(synthetic, "render_pairs", recording_render)
     out = tmp_path / "emphasis"
     args = _tiny_unet_run(out)
     result = CliRunner().invoke(app, [*args, "--emphasis", "dense,blurred"])
@@ -357,12 +370,16 @@ def test_cli_gives_half_the_synthetic_images_to_the_requested_regimes(tmp_path: 
     meta = json.loads((out / "unet.json").read_text())
     assert meta["data"]["emphasis"] == ["dense", "blurred"]
     assert "--emphasis dense,blurred" in meta["command"]
-    # even images keep the whole recipe; odd ones are dense and blurred in turn
-    recipes = mixed_recipes(8, TRAIN_RECIPE, ("dense", "blurred"))
-    params = [make_sample(100 + i, (96, 96), r).params for i, r in enumerate(recipes)]
+    # the run's own six images: even ones keep the whole recipe, odd ones are dense and
+    # blurred in turn, and each is rendered with its own recipe
+    [(seeds, recipes)] = rendered
+    assert recipes == mixed_recipes(6, TRAIN_RECIPE, ("dense", "blurred"))
+    assert recipes[0::2] == [TRAIN_RECIPE] * 3 and TRAIN_RECIPE not in recipes[1::2]
+    params = [make_sample(s, (64, 64), r).params for s, r in zip(seeds, recipes, strict=True)]
     assert all(p["coverage"] >= 0.3 for p in params[1::4])
     assert all(p["defocus_px"] >= 2.0 and p["haze"] >= 0.2 for p in params[3::4])
-    assert recipes[0::2] == [TRAIN_RECIPE] * 4
+    per_seed = real_render(seeds[:2], (64, 64), 1, recipes[:2])
+    assert not np.array_equal(per_seed[1][0], real_render(seeds[1:2], (64, 64), 1)[0][0])
     for name, ranges in EMPHASES.items():  # each inside the training recipe's ranges
         for key, (lo, hi) in ranges.items():
             wide = getattr(TRAIN_RECIPE, key)
