@@ -72,18 +72,18 @@ def tune(
         torch.set_num_threads(max(1, threads))
         dev = select_device(device)
         if data is not None:
-            pairs = load_folder(data)
-            images = {"source": "folder", "folder": str(data), "n_pairs": len(pairs)}
-            # counted on whole images: a nucleus cut by a tile edge is one nucleus
-            n_nuclei = _count_nuclei(pairs)
+            whole = load_folder(data)
+            images = {"source": "folder", "folder": str(data), "n_pairs": len(whole)}
             # the adoption rule resamples units: one or two large images would give it
             # nothing to resample, so a small folder is scored as tiles, as train splits it
-            pairs, units_are = folder_units(pairs)
+            pairs, units_are = folder_units(whole)
             if units_are != "images":
                 images["units"] = units_are
         else:
-            pairs, images = _record_validation(meta, source, workers or os.cpu_count() or 1)
-            n_nuclei = _count_nuclei(pairs)
+            whole, images = _record_validation(meta, source, workers or os.cpu_count() or 1)
+            pairs = whole
+        # counted on whole images: a nucleus cut by a tile edge is one nucleus
+        n_nuclei = _count_nuclei(whole)
         if not pairs:
             raise BadInput(f"{data}: no image/label pairs to tune on")
         units = str(images.get("units", "images"))
