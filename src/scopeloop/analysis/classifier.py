@@ -369,10 +369,11 @@ def train_classifier(
             progress(f"classifier: epoch {epoch:3d}  val loss {vl:.4f}  ({dt:.0f} s)")
         if vl < best - 1e-4:
             best, bad = vl, 0
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        else:
+            if averaged is None:  # an averaged run returns the average, not an epoch
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        elif averaged is None:  # an averaged run goes through its whole schedule
             bad += 1
-            if bad >= patience and averaged is None:
+            if bad >= patience:
                 break
     if averaged is not None:
         net = cast(StageNet, averaged.module)
