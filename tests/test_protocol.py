@@ -243,3 +243,48 @@ def test_a_mitosis_detector_uses_the_stage_classifier_weights_beside_the_protoco
         ProtocolError, match="classifier_weights are the CNN's; set classifier: cnn"
     ):
         load_protocol(_write(tmp_path, data))
+
+
+def test_validate_refuses_weights_of_the_other_network_or_of_no_network(tmp_path: Path) -> None:
+    import shutil
+
+    from scopeloop.analysis.classifier import StageClassifier, default_classifier_path
+    from scopeloop.analysis.unet import default_weights_path, load_unet
+
+    # both networks' files are .pt files written by scopeloop train: easy to swap
+    shutil.copy(default_weights_path(), tmp_path / "unet.pt")
+    shutil.copy(default_classifier_path(), tmp_path / "stage_classifier.pt")
+    (tmp_path / "notes.pt").write_text("not weights")
+    data = _good()
+    (i,) = [k for k, d in enumerate(data["detectors"]) if d["kind"] == "mitosis"]
+    data["analysis"] |= {"segmenter": "unet", "weights": "stage_classifier.pt"}
+    data["detectors"][i] |= {"classifier": "cnn", "classifier_weights": "unet.pt"}
+    swapped = CliRunner().invoke(app, ["validate", str(_write(tmp_path, data))])
+    assert swapped.exit_code == 2
+    assert (
+        "analysis.weights: " + str(tmp_path / "stage_classifier.pt") + ": these are "
+        "stage-classifier weights, not U-Net weights; give them as a mitosis detector's "
+        "classifier_weights"
+    ) in swapped.output
+    assert (
+        f"detectors[{i}].classifier_weights: {tmp_path / 'unet.pt'}: these are U-Net weights, "
+        "not stage-classifier weights"
+    ) in swapped.output
+
+    data["analysis"]["weights"] = "notes.pt"
+    data["detectors"][i]["classifier_weights"] = "stage_classifier.pt"
+    garbage = CliRunner().invoke(app, ["validate", str(_write(tmp_path, data))])
+    assert garbage.exit_code == 2
+    assert "analysis.weights: " + str(tmp_path / "notes.pt") + ": not a weights file" in (
+        garbage.output
+    )
+    assert "classifier_weights" not in garbage.output  # the right file passes
+
+    data["analysis"]["weights"] = "unet.pt"
+    right = CliRunner().invoke(app, ["validate", str(_write(tmp_path, data))])
+    assert right.exit_code == 0, right.output
+    # the loaders themselves say the same to a script
+    with pytest.raises(ValueError, match="these are U-Net weights, not stage-classifier"):
+        StageClassifier(tmp_path / "unet.pt", device="cpu")
+    with pytest.raises(ValueError, match=r"notes\.pt: not a weights file written by scopeloop"):
+        load_unet(tmp_path / "notes.pt")

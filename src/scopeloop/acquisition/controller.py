@@ -137,6 +137,29 @@ def check_protocol(protocol: Protocol) -> list[str]:
             SpecimenOptions(**protocol.simulation.specimen)
         except ValidationError as exc:
             problems += [f"simulation.specimen.{p}" for p in format_validation_error(exc)]
+    return problems + _weights_problems(protocol)
+
+
+def _weights_problems(protocol: Protocol) -> list[str]:
+    """Weights files that hold something else than the network they are given for (the
+    two networks' files look alike), found before the run rather than at its start."""
+    given: list[tuple[str, str, str]] = []
+    if protocol.analysis.segmenter == "unet" and protocol.analysis.weights is not None:
+        given.append(("analysis.weights", protocol.analysis.weights, "unet"))
+    for i, det in enumerate(protocol.detectors):
+        clf = getattr(det, "classifier_weights", None)
+        if clf is not None:
+            given.append((f"detectors[{i}].classifier_weights", clf, "stage_classifier"))
+    if not given:
+        return []
+    from scopeloop.analysis.weights_file import read_weights
+
+    problems = []
+    for field, path, kind in given:
+        try:
+            read_weights(path, kind)
+        except (OSError, ValueError) as exc:
+            problems.append(f"{field}: {exc}")
     return problems
 
 

@@ -38,6 +38,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from .segmenter import select_device
+from .weights_file import read_weights
 
 __all__ = [
     "STAGES",
@@ -471,10 +472,9 @@ class StageClassifier:
                     f"stage classifier weights not found at {p}; train them with "
                     "`scopeloop train --what classifier`"
                 )
-            blob = torch.load(p, map_location="cpu", weights_only=True)
-            meta = json.loads(blob.get("meta", "{}"))
+            state, meta = read_weights(p, "stage_classifier")
             model = StageNet(int(meta.get("width", 24)))
-            model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
+            model.load_state_dict(state)
         self.model = model.to(torch.device(self.device)).eval()
 
     @torch.inference_mode()

@@ -26,7 +26,6 @@ by percentiles (1st -> 0, 99.8th -> 1).
 from __future__ import annotations
 
 import copy
-import json
 import math
 import warnings
 from importlib import resources
@@ -42,6 +41,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .intensity import clip_hot_pixels, frame_percentiles
 from .segmenter import as_batch, select_device
+from .weights_file import read_weights
 
 __all__ = [
     "EXTRACTION_DEFAULTS",
@@ -471,12 +471,8 @@ def load_unet(path: str | Path | None = None) -> tuple[UNet, dict[str, Any]]:
             f"U-Net weights not found at {p}; train them with `scopeloop train` "
             "or pass weights=PATH"
         )
-    blob = torch.load(p, map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or "state_dict" not in blob:
-        raise ValueError(f"{p}: not a scopeloop U-Net weights file (no 'state_dict')")
-    meta = json.loads(blob.get("meta", "{}"))
+    state, meta = read_weights(p, "unet")
     model = UNet(tuple(meta.get("channels", DEFAULT_CHANNELS)))
-    state = {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
     model.load_state_dict(state)
     model.eval()
     return model, meta
