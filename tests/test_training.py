@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from scipy import ndimage
 from typer.testing import CliRunner
 
 from scopeloop.analysis.training import (
     _augment,
+    _crop,
     _pick_images,
     _prepare,
     _val_batches,
@@ -68,6 +70,49 @@ def test_loss_weighs_the_gap_between_touching_nuclei_and_small_objects() -> None
     # so drawing it too large costs as much as drawing it too small
     assert w[33, 53] > 2 * w[15, 15] and w[33, 51] == w[33, 53] and w[38, 53] == 1.0
     assert w.max() <= 8.0 and pixel_weights(np.zeros((5, 5), np.int32)).max() == 1.0
+
+
+def test_a_nucleus_cut_by_a_crop_edge_is_taught_as_the_object_a_frame_cut_there_shows() -> None:
+    # at test time a nucleus cut by the frame is a labelled object of its own, down to
+    # a sliver; a crop must teach it so, or the network learns to leave edge nuclei out
+    yy, xx = np.mgrid[:128, :320]
+    lab = (((yy - 64) ** 2 + (xx - 60) ** 2) <= 30**2).astype(np.int32)
+    lab[((yy - 64) ** 2 + (xx - 250) ** 2) <= 30**2] = 2
+    image = np.where(lab > 0, 900, 100).astype(np.uint16)
+    prepared = _prepare([(image, lab)])[0]
+    rng = np.random.default_rng(0)
+    slivers = 0
+    for _ in range(300):
+        crop = _crop(prepared, 128, rng)
+        fg, centre, weight = crop[1], crop[2], crop[3]
+        parts, n = ndimage.label(fg > 0)
+        for i in range(1, n + 1):
+            part = parts == i
+            if part.sum() < 16:
+                continue  # a column one pixel wide: all outline, no inside to centre
+            # every visible part of a nucleus has its own centre, however little is left
+            assert centre[part].max() == pytest.approx(1.0)
+            if part.sum() < 120:  # a sliver: weighted up as the small object it is
+                slivers += 1
+                assert weight[part].min() > 1.0
+    assert slivers >= 5  # the crops did cut nuclei down to slivers
+    # validation tiles (two, meeting at x = 192 - 128 = 64, through nucleus 1) likewise
+    tiles = torch.cat(_val_batches([prepared], 128)).numpy()
+    for tile in tiles:
+        parts, n = ndimage.label(tile[1] > 0)
+        assert n >= 1
+        assert all(tile[2][parts == i].max() == pytest.approx(1.0) for i in range(1, n + 1))
+
+
+def test_a_strip_narrower_than_a_crop_is_mirrored_into_separate_nuclei() -> None:
+    yy, xx = np.mgrid[:100, :128]
+    lab = (((yy - 90) ** 2 + (xx - 64) ** 2) <= 12**2).astype(np.int32)  # cut by the bottom
+    image = np.where(lab > 0, 900, 100).astype(np.uint16)
+    crop = _crop(_prepare([(image, lab)])[0], 128, np.random.default_rng(0))
+    # the nucleus and its mirror image meet at the edge: two centres, split between them
+    assert crop[2][:99, 64].max() == pytest.approx(1.0)
+    assert crop[2][100:, 64].max() == pytest.approx(1.0)
+    assert crop[2][99, 64] < 0.3 and crop[2][100, 64] < 0.3
 
 
 @pytest.mark.parametrize(

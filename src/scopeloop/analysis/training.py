@@ -140,9 +140,7 @@ def _normalise_np(image: NDArray[Any]) -> NDArray[np.float32]:
 @dataclass
 class _Prepared:
     image: NDArray[np.float32]  # normalised
-    fg: NDArray[np.float32]
-    centre: NDArray[np.float32]
-    weight: NDArray[np.float32]
+    labels: NDArray[np.int32]
 
 
 def _prepare(pairs: Sequence[Pair]) -> list[_Prepared]:
@@ -150,30 +148,47 @@ def _prepare(pairs: Sequence[Pair]) -> list[_Prepared]:
     for img, lab in pairs:
         if img.shape != lab.shape:
             raise ValueError(f"image shape {img.shape} != labels shape {lab.shape}")
-        fg, c = unet_targets(lab)
-        out.append(_Prepared(_normalise_np(img), fg, c, pixel_weights(lab)))
+        out.append(_Prepared(_normalise_np(img), np.asarray(lab, np.int32)))
     return out
 
 
-def _stacked(p: _Prepared, size: int) -> NDArray[np.float32]:
-    """(4, H, W): image, fg, centre, weight; mirrored out to ``size`` along a side
-    shorter than that."""
-    stack = np.stack([p.image, p.fg, p.centre, p.weight])
-    h, w = stack.shape[1:]
-    if h < size or w < size:
-        stack = np.pad(
-            stack, ((0, 0), (0, max(size - h, 0)), (0, max(size - w, 0))), mode="reflect"
-        )
-    return stack
+def _mirrored_out(p: _Prepared, size: int) -> tuple[NDArray[np.float32], NDArray[np.int32]]:
+    """Image and labels mirrored out to ``size`` along a side shorter than that; each
+    mirrored copy of a nucleus is an object of its own, as it looks in the image."""
+    h, w = p.image.shape
+    ph, pw = max(size - h, 0), max(size - w, 0)
+    if not (ph or pw):
+        return p.image, p.labels
+    image = np.pad(p.image, ((0, ph), (0, pw)), mode="reflect")
+    labels = np.pad(p.labels, ((0, ph), (0, pw)), mode="reflect")
+    top = int(p.labels.max())
+    copy = np.zeros(labels.shape, np.int32)  # 0 original, 1 below, 2 right, 3 both
+    copy[h:, :] += 1
+    copy[:, w:] += 2
+    labels = np.where(labels > 0, labels + copy * top, 0).astype(np.int32)
+    return image, labels
+
+
+def _with_targets(image: NDArray[np.float32], labels: NDArray[np.int32]) -> NDArray[np.float32]:
+    """(4, H, W): image, foreground, centre-ness, pixel weights of one window.
+
+    The targets are made from the window's own labels, not cut from the whole
+    image's: a nucleus cut by the window's edge is then the object it is in a
+    camera frame cut there (centre-ness 1 at its visible part's centre, a small
+    sliver weighted up as one), instead of a part whose centre lies outside, which
+    would teach the network to leave every nucleus at a frame's edge unseeded.
+    """
+    fg, centre = unet_targets(labels)
+    return np.stack([image, fg, centre, pixel_weights(labels)])
 
 
 def _crop(p: _Prepared, size: int, rng: np.random.Generator) -> NDArray[np.float32]:
     """Random crop (padded when small) -> (4, size, size): image, fg, centre, weight."""
-    stack = _stacked(p, size)
-    h, w = stack.shape[1:]
+    image, labels = _mirrored_out(p, size)
+    h, w = image.shape
     y = int(rng.integers(0, h - size + 1))
     x = int(rng.integers(0, w - size + 1))
-    return stack[:, y : y + size, x : x + size]
+    return _with_targets(image[y : y + size, x : x + size], labels[y : y + size, x : x + size])
 
 
 def _pick_images(prepared: Sequence[_Prepared], n: int, rng: np.random.Generator) -> Any:
@@ -349,16 +364,16 @@ def _val_batches(
     size = max(16, (crop // 16) * 16)
     tiles = []
     for p in prepared:
-        stack = _stacked(p, size)  # narrower than a crop: padded as a training crop is
-        h, w = stack.shape[1:]
+        image, labels = _mirrored_out(p, size)  # narrower than a crop: padded as a crop is
+        h, w = image.shape
         tiles += [
-            stack[:, y : y + size, x : x + size]
+            (image[y : y + size, x : x + size], labels[y : y + size, x : x + size])
             for y in _tile_starts(h, size)
             for x in _tile_starts(w, size)
         ]
     if len(tiles) > max_crops:
         tiles = [tiles[i] for i in np.linspace(0, len(tiles) - 1, max_crops).round().astype(int)]
-    crops = np.stack(tiles)
+    crops = np.stack([_with_targets(*t) for t in tiles])
     return [torch.from_numpy(crops[i : i + 8].copy()) for i in range(0, len(crops), 8)]
 
 
