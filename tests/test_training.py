@@ -353,6 +353,7 @@ def test_cli_fine_tunes_from_a_user_folder(tmp_path: Path) -> None:
     assert meta["data"]["split_by"] == "images" and "no test split" in result.output
     assert meta["split"] == {"train": 3, "validation": 1, "test": 0}
     assert "touch" in meta["training"]["loss"]  # the record says how the loss was weighted
+    assert "crop" in meta["training"]["targets"]  # and that targets come from each crop
     # the JSON record says how to rebuild and use the network, as the weights file does
     assert meta["channels"] == [8, 8, 16, 16, 16]
     assert meta["min_confidence"] == meta["threshold_tuning"]["min_confidence"]

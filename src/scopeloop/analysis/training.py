@@ -38,6 +38,7 @@ __all__ = [
     "STAGE_NAMES",
     "STAGE_TABLE",
     "SYNTHETIC_SPLIT",
+    "TARGETS_RECORD",
     "Pair",
     "TrainResult",
     "folder_units",
@@ -93,6 +94,11 @@ _MAX_WEIGHT = 8.0
 _RING_PX = 2
 
 
+#: how the targets are made, as written into each training record
+TARGETS_RECORD = (
+    "foreground and centre-ness from each crop's own labels: a nucleus cut by the crop "
+    "edge is an object of its own, as in a frame cut there"
+)
 #: the loss, as written into each training record
 LOSS_RECORD = (
     f"BCE(foreground) + 2 x BCE(centre-ness, 3x on nuclei), per-pixel weights: "
