@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from scopeloop.analysis.training import (
     _augment,
     _crop,
+    _mirrored_out,
     _pick_images,
     _prepare,
     _val_batches,
@@ -113,6 +114,12 @@ def test_a_strip_narrower_than_a_crop_is_mirrored_into_separate_nuclei() -> None
     assert crop[2][:99, 64].max() == pytest.approx(1.0)
     assert crop[2][100:, 64].max() == pytest.approx(1.0)
     assert crop[2][99, 64] < 0.3 and crop[2][100, 64] < 0.3
+    # a field under half a crop is mirrored over and over: still one object per copy
+    short = _prepare([(image[70:100], lab[70:100])])[0]
+    mirrored = _mirrored_out(short, 128)[1]
+    ids = np.unique(mirrored)[1:]
+    assert len(ids) >= 4  # 30 rows -> 128: the nucleus and at least three mirror images
+    assert all(ndimage.label(mirrored == i)[1] == 1 for i in ids)
 
 
 @pytest.mark.parametrize(

@@ -158,6 +158,13 @@ def _prepare(pairs: Sequence[Pair]) -> list[_Prepared]:
     return out
 
 
+def _copy_index(n: int, length: int) -> NDArray[np.int64]:
+    """Along an axis of ``length`` mirrored out to ``n``: which copy each position is in
+    (0 the original, 1 its mirror image, 2 the mirror of that, ...)."""
+    pos = np.arange(n)
+    return np.where(pos < length, 0, 1 + (pos - length) // max(length - 1, 1))
+
+
 def _mirrored_out(p: _Prepared, size: int) -> tuple[NDArray[np.float32], NDArray[np.int32]]:
     """Image and labels mirrored out to ``size`` along a side shorter than that; each
     mirrored copy of a nucleus is an object of its own, as it looks in the image."""
@@ -167,10 +174,10 @@ def _mirrored_out(p: _Prepared, size: int) -> tuple[NDArray[np.float32], NDArray
         return p.image, p.labels
     image = np.pad(p.image, ((0, ph), (0, pw)), mode="reflect")
     labels = np.pad(p.labels, ((0, ph), (0, pw)), mode="reflect")
+    # a side under half the crop is mirrored more than once: number every copy
+    cy, cx = _copy_index(h + ph, h), _copy_index(w + pw, w)
+    copy = cy[:, None] * (int(cx[-1]) + 1) + cx[None, :]
     top = int(p.labels.max())
-    copy = np.zeros(labels.shape, np.int32)  # 0 original, 1 below, 2 right, 3 both
-    copy[h:, :] += 1
-    copy[:, w:] += 2
     labels = np.where(labels > 0, labels + copy * top, 0).astype(np.int32)
     return image, labels
 
