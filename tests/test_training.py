@@ -183,6 +183,35 @@ def test_a_student_learns_the_teachers_maps() -> None:
         train_unet(pairs[:5], pairs[5:], teacher=teacher, distill=0.0, steps=1)
 
 
+def test_weight_averaging_keeps_the_mean_of_the_checked_weights_at_a_steady_rate() -> None:
+    torch.set_num_threads(1)
+    pairs = [(s.image, s.labels) for s in make_samples(6, 50, (64, 64), SMALL)]
+    torch.manual_seed(0)
+    net = UNet((8, 8, 16, 16, 16))
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def snapshot(rec: dict[str, float]) -> None:  # the weights that train, at each check
+        seen.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+
+    res = train_unet(
+        pairs[:5], pairs[5:], model=net, steps=60, batch_size=4, crop=64, lr=1e-2,
+        eval_every=10, patience=10, seed=0, average=True, progress=snapshot,
+    )  # fmt: skip
+    assert len(seen) == 6 and res.n_averaged == res.best_step // 10 >= 1
+    kept = res.model.state_dict()
+    for key in ("down.0.0.weight", "down.0.1.running_mean", "up.0.0.weight"):
+        mean = torch.stack([w[key].float() for w in seen[: res.n_averaged]]).mean(0)
+        torch.testing.assert_close(kept[key].float(), mean, rtol=1e-4, atol=1e-5)
+    assert any(not torch.equal(kept[k], seen[-1][k]) for k in kept)  # not the last weights
+    rates = [h["lr"] for h in res.history]
+    assert rates == [pytest.approx(1e-2)] * 6  # no decay: the average needs a wandering path
+    plain = train_unet(
+        pairs[:5], pairs[5:], model=UNet((8, 8, 16, 16, 16)), steps=60, batch_size=4,
+        crop=64, lr=1e-2, eval_every=10, patience=10, seed=0,
+    )  # fmt: skip
+    assert plain.n_averaged == 0 and plain.history[-1]["lr"] < 0.1 * 1e-2
+
+
 def _tiny_unet_run(out: Path) -> list[str]:
     """A seconds-long ``scopeloop train`` of a tiny U-Net on six small images."""
     return [
@@ -190,6 +219,17 @@ def _tiny_unet_run(out: Path) -> list[str]:
         "--steps", "2", "--batch", "2", "--crop", "64", "--threads", "1", "--workers", "1",
         "--channels", "4,4,8,8,8",
     ]  # fmt: skip
+
+
+def test_cli_averages_weights_on_request_and_records_how_many(tmp_path: Path) -> None:
+    out = tmp_path / "averaged"
+    args = [*_tiny_unet_run(out), "--steps", "4", "--eval-every", "2", "--average"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "unet.json").read_text())
+    assert meta["training"]["weights_averaged"] in (1, 2)
+    assert meta["command"].split().count("--average") == 1  # a flag, rerunnable as written
+    assert "--average True" not in meta["command"]
 
 
 def test_cli_distils_a_teacher_and_records_it(tmp_path: Path) -> None:

@@ -99,5 +99,8 @@ def command_line(options: dict[str, Any], command: str = "train") -> str:
     for name, value in options.items():
         if value is None:
             continue
+        if value is True:  # a flag
+            parts.append("--" + name.replace("_", "-"))
+            continue
         parts += ["--" + name.replace("_", "-"), shlex.quote(str(value))]
     return " ".join(parts)

@@ -111,6 +111,13 @@ def train(
     distill: float = typer.Option(
         0.5, min=0.0, max=1.0, help="With --teacher: the teacher's share of the targets."
     ),
+    average: bool = typer.Option(
+        False,
+        "--average",
+        help="U-Net: stochastic weight averaging. The learning rate stays at its peak and "
+        "the weights at every validation check are averaged; the average is the model "
+        "validated and saved. For a stage from trained weights (--init).",
+    ),
     seed: int = typer.Option(0, help="Random seed (data, split, initialisation)."),
     threads: int = typer.Option(2, help="CPU threads for torch."),
     workers: int | None = typer.Option(
@@ -187,7 +194,8 @@ def train(
                 "size": size, "steps": steps, "minutes": minutes, "batch": batch, "crop": crop,
                 "lr": lr, "patience": patience, "eval_every": eval_every, "channels": channels,
                 "radius_px": radius_px, "emphasis": emphasis, "teacher": teacher,
-                "distill": distill if teacher is not None else None, "seed": seed,
+                "distill": distill if teacher is not None else None,
+                "average": average or None, "seed": seed,
                 "threads": threads,
                 "device": device,
                 "microscope_frames": microscope_frames if what != "unet" else None,
@@ -201,7 +209,7 @@ def train(
             _train_unet(
                 out, data, init, n_images, size, steps, minutes, batch, crop, lr, patience,
                 eval_every, seed, dev, common, widths, workers or os.cpu_count() or 1, radius,
-                teacher=teacher, distill=distill, emphasis=emphases,
+                teacher=teacher, distill=distill, emphasis=emphases, average=average,
             )  # fmt: skip
         if what in {"classifier", "all"}:
             if data is not None and stage_folder is None:
@@ -238,6 +246,7 @@ def _train_unet(
     teacher: Path | None = None,
     distill: float = 0.5,
     emphasis: tuple[str, ...] = (),
+    average: bool = False,
 ) -> None:
     from scopeloop.analysis.metrics import aggregate, score_image
     from scopeloop.analysis.training import (
@@ -323,7 +332,7 @@ def _train_unet(
         train_p, val_p, model=model, steps=steps, batch_size=batch, crop=crop, lr=peak_lr,
         eval_every=eval_every or max(10, min(100, steps // 10)), patience=patience,
         max_seconds=minutes * 60, seed=seed, device=device, progress=progress,
-        teacher=teacher_net, distill=distill,
+        teacher=teacher_net, distill=distill, average=average,
     )  # fmt: skip
     # extraction thresholds chosen on the validation images, then fixed for the test split
     tuned = tune_thresholds(res.model, val_p, device=device)
@@ -347,6 +356,7 @@ def _train_unet(
             "steps_run": res.steps_run, "best_step": res.best_step,
             "best_val_loss": res.best_val_loss, "stopped_early": res.stopped_early,
             "seconds": round(res.seconds, 1), "batch": batch, "crop": crop, "lr": peak_lr,
+            "weights_averaged": res.n_averaged,
             "device": device, "augmentations": "flips, rot90, gamma, gain/offset, gaussian noise",
             "loss": LOSS_RECORD,
             "targets": TARGETS_RECORD,
