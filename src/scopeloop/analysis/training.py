@@ -438,8 +438,9 @@ def train_unet(
         a uniform running average (BatchNorm statistics too). The average is what
         is validated, kept and stopped on; the weights that train only walk the
         path it averages. A network at a constant rate wanders around a minimum
-        in noisy small-batch steps; the average sits nearer its centre, where
-        images unlike the training ones score better (Izmailov et al. 2018).
+        in noisy small-batch steps; the average sits nearer its centre, which
+        often generalises better (Izmailov et al. 2018); from the shipped weights
+        it scored the same (docs/segmentation.md, Training).
     """
     if not train:
         raise ValueError("no training images")
