@@ -114,6 +114,24 @@ def test_evaluate_cli_scores_segmenters_on_named_sets_and_a_folder(tmp_path) -> 
     assert bad.exit_code == 2 and "unknown test set" in bad.output
 
 
+def test_evaluate_cli_runs_on_the_cpu_threads_it_is_given() -> None:
+    from typer.testing import CliRunner
+
+    from scopeloop.cli.main import app
+
+    before = torch.get_num_threads()
+    args = ["evaluate", "-s", "classical", "--set", "sparse", "--n-images", "1", "--threads"]
+    try:
+        torch.set_num_threads(2)  # so that 1 is a change on any machine
+        res = CliRunner().invoke(app, [*args, "1"])
+        assert res.exit_code == 0, res.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    bad = CliRunner().invoke(app, [*args, "0"])
+    assert bad.exit_code == 2 and "--threads" in bad.output
+
+
 def test_evaluate_cli_scores_weights_files_beside_the_shipped_unet(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import json
 

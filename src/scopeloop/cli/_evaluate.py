@@ -74,6 +74,16 @@ def evaluate(
         typer.Option("--folder", help="User folder with images/ and labels/ (TIFF) to score on."),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, mps.")] = "auto",
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads for torch (default: torch's, one per core). Give each of "
+            "several evaluations run at once its share: more threads than cores in all "
+            "run several times slower.",
+        ),
+    ] = None,
     n_images: Annotated[
         int | None, typer.Option("--n-images", min=1, help="Images per generated set.")
     ] = None,
@@ -106,6 +116,10 @@ def evaluate(
         if run is not None and (segmenter or weights):
             raise BadInput("give either a RUN folder or --segmenter/--weights, not both")
         weights = require_weights("--weights", weights)
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         if segmenter or weights:
             _evaluate_segmenters(
                 segmenters=list(segmenter or []),
