@@ -94,13 +94,12 @@ def training_versions() -> dict[str, str]:
 
 
 def command_line(options: dict[str, Any], command: str = "train") -> str:
-    """The full ``scopeloop <command>`` that reproduces this run (every option spelled out)."""
+    """The full ``scopeloop <command>`` that reproduces this run (every option spelled out;
+    a True flag bare, a False one left out)."""
     parts = ["scopeloop", command]
     for name, value in options.items():
-        if value is None:
+        if value is None or value is False:  # not given, or a flag left off
             continue
-        if value is True:  # a flag
-            parts.append("--" + name.replace("_", "-"))
-            continue
-        parts += ["--" + name.replace("_", "-"), shlex.quote(str(value))]
+        flag = "--" + name.replace("_", "-")
+        parts += [flag] if value is True else [flag, shlex.quote(str(value))]
     return " ".join(parts)

@@ -195,7 +195,7 @@ def train(
                 "lr": lr, "patience": patience, "eval_every": eval_every, "channels": channels,
                 "radius_px": radius_px, "emphasis": emphasis, "teacher": teacher,
                 "distill": distill if teacher is not None else None,
-                "average": average or None, "seed": seed,
+                "average": average, "seed": seed,
                 "threads": threads,
                 "device": device,
                 "microscope_frames": microscope_frames if what != "unet" else None,
