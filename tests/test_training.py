@@ -29,7 +29,7 @@ from scopeloop.analysis.training import (
     widen_unet,
     write_folder,
 )
-from scopeloop.analysis.unet import UNet, load_unet, normalise_frames
+from scopeloop.analysis.unet import UNet, flip_averaged, load_unet, normalise_frames
 from scopeloop.cli.main import app
 from scopeloop.simulation.synthetic import (
     EMPHASES,
@@ -232,6 +232,36 @@ def test_cli_averages_weights_on_request_and_records_how_many(tmp_path: Path) ->
     assert "--average True" not in meta["command"]
 
 
+def test_a_student_taught_the_flip_averaged_maps_learns_them_in_one_pass() -> None:
+    torch.set_num_threads(1)
+    pairs = [(s.image, s.labels) for s in make_samples(6, 50, (64, 64), SMALL)]
+    torch.manual_seed(1)
+    teacher = UNet((8, 8, 16, 16, 16)).eval()
+    frames = torch.from_numpy(np.stack([img for img, _ in pairs]).astype(np.float32))
+    x = normalise_frames(frames).unsqueeze(1)
+    with torch.no_grad():
+        one_pass = torch.sigmoid(teacher(x))
+        averaged = flip_averaged(teacher, x)
+        # the average does not depend on which way the frame lies; one pass does
+        assert torch.allclose(flip_averaged(teacher, x.flip(-1)), averaged.flip(-1), atol=1e-6)
+        assert not torch.allclose(torch.sigmoid(teacher(x.flip(-1))), one_pass.flip(-1))
+
+    def student(flips: bool) -> UNet:
+        torch.manual_seed(0)
+        return train_unet(
+            pairs[:5], pairs[5:], model=UNet((8, 8, 16, 16, 16)), steps=40, batch_size=4,
+            crop=64, lr=1e-2, eval_every=40, patience=10, seed=0, teacher=teacher,
+            distill=1.0, teacher_flips=flips,
+        ).model  # fmt: skip
+
+    students = [student(flips).eval() for flips in (False, True)]
+    with torch.no_grad():
+        plain, flipped = (
+            float((torch.sigmoid(net(x)) - averaged).abs().mean()) for net in students
+        )
+    assert flipped < plain, (flipped, plain)
+
+
 def test_cli_distils_a_teacher_and_records_it(tmp_path: Path) -> None:
     teacher = save_unet(UNet((8, 8, 16, 16, 16)), tmp_path / "wide" / "unet.pt", {"seed": 0})
     out = tmp_path / "student"
@@ -241,6 +271,13 @@ def test_cli_distils_a_teacher_and_records_it(tmp_path: Path) -> None:
     meta = json.loads((out / "unet.json").read_text())
     assert meta["distilled_from"]["share"] == 0.7 and len(meta["distilled_from"]["sha256"]) == 64
     assert f"--teacher {teacher}" in meta["command"] and "--distill 0.7" in meta["command"]
+    assert meta["distilled_from"]["flip_averaged"] is False
+    flips = CliRunner().invoke(app, [*args, "--teacher", str(teacher), "--teacher-flips"])
+    assert flips.exit_code == 0, flips.output
+    meta = json.loads((out / "unet.json").read_text())
+    assert meta["distilled_from"]["flip_averaged"] is True and "--teacher-flips" in meta["command"]
+    alone = CliRunner().invoke(app, [*args, "--teacher-flips"])
+    assert alone.exit_code == 2 and "give --teacher too" in alone.output
     missing = CliRunner().invoke(app, [*args, "--teacher", str(tmp_path / "nope.pt")])
     assert missing.exit_code == 2 and "nope.pt: no such weights file" in missing.output
 

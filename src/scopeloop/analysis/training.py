@@ -30,7 +30,14 @@ from torch.optim.swa_utils import AveragedModel
 
 from .classifier import STAGES
 from .segmenter import nonfinite_pixels
-from .unet import EXTRACTION_DEFAULTS, UNet, UNetSegmenter, extract_instances, normalise_frames
+from .unet import (
+    EXTRACTION_DEFAULTS,
+    UNet,
+    UNetSegmenter,
+    extract_instances,
+    flip_averaged,
+    normalise_frames,
+)
 
 __all__ = [
     "FOLDER_TILE_PX",
@@ -410,6 +417,7 @@ def train_unet(
     progress: Callable[[dict[str, float]], None] | None = None,
     teacher: UNet | None = None,
     distill: float = 0.5,
+    teacher_flips: bool = False,
     average: bool = False,
 ) -> TrainResult:
     """Train (or fine-tune, when ``model`` is given) the U-Net.
@@ -432,6 +440,11 @@ def train_unet(
         become ``distill`` times its maps plus ``1 - distill`` times the exact
         ones, so a network of the shipped size learns what a larger one sees in
         each crop. Validation still scores against the exact targets.
+    teacher_flips : bool
+        With ``teacher``: its maps are averaged over the crop and its three flips,
+        the view flip averaging (``tta``) scores at inference, so the network
+        learns in one pass what the teacher sees in four. The teacher may be the
+        network's own starting weights (self-distillation).
     average : bool
         Stochastic weight averaging: after warm-up the learning rate stays at
         ``lr`` instead of decaying, and the weights at every validation check join
@@ -498,7 +511,10 @@ def train_unet(
         with autocast:
             if teacher is not None:
                 with torch.no_grad():
-                    soft = torch.sigmoid(teacher(image).float())
+                    if teacher_flips:
+                        soft = flip_averaged(teacher, image)
+                    else:
+                        soft = torch.sigmoid(teacher(image).float())
                 maps = (1.0 - distill) * target[:, :2] + distill * soft
                 target = torch.cat([maps, target[:, 2:]], 1)
             loss = _loss(net(image), target)

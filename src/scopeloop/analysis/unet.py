@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,21 @@ def normalise_frames(
     x = clip_hot_pixels(frames.float()) if clean else frames.float()
     lo, hi = frame_percentiles(x, lo_pct, hi_pct)
     return (x - lo) / torch.clamp(hi - lo, min=1e-6)
+
+
+def flip_averaged(forward: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """Sigmoid maps of ``forward`` on ``x`` and its three flips (left-right,
+    up-down, both), each flipped back, averaged: float32, shaped like the maps.
+
+    Flips are their own inverse, so the average sees every pixel from four
+    orientations and no longer depends on which way the frame lies."""
+    prob: Tensor | None = None
+    for dims in ((), (-1,), (-2,), (-2, -1)):
+        pi = torch.sigmoid(forward(x.flip(dims) if dims else x).float())
+        pi = pi.flip(dims) if dims else pi
+        prob = pi if prob is None else prob + pi
+    assert prob is not None
+    return prob / 4
 
 
 def _max3x3(x: Tensor) -> Tensor:
@@ -594,14 +610,8 @@ class UNetSegmenter:
         if not self.tta:
             prob = torch.sigmoid(self._forward(x).float())
         else:
-            # flips are their own inverse: flip in, run, flip back, average (in the
-            # padded frame, so the crop below is the same for every flip)
-            prob = torch.zeros((x.shape[0], 2, *x.shape[-2:]), device=x.device)
-            for dims in ((), (-1,), (-2,), (-2, -1)):
-                xi = x.flip(dims) if dims else x
-                pi = torch.sigmoid(self._forward(xi).float())
-                prob += pi.flip(dims) if dims else pi
-            prob /= 4
+            # in the padded frame, so the crop below is the same for every flip
+            prob = flip_averaged(self._forward, x)
         prob = prob[..., :h, :w]
         return prob[:, 0], prob[:, 1]
 

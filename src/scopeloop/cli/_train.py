@@ -111,6 +111,13 @@ def train(
     distill: float = typer.Option(
         0.5, min=0.0, max=1.0, help="With --teacher: the teacher's share of the targets."
     ),
+    teacher_flips: bool = typer.Option(
+        False,
+        "--teacher-flips",
+        help="With --teacher: the teacher's maps averaged over each crop and its three "
+        "flips (what --tta scores), so one pass learns them. The teacher may be the "
+        "--init weights themselves.",
+    ),
     average: bool = typer.Option(
         False,
         "--average",
@@ -169,6 +176,8 @@ def train(
                 raise BadInput(f"--teacher {teacher}: no such weights file")
             if distill <= 0.0:
                 raise BadInput(f"--distill {distill}: must be above 0 with --teacher")
+        elif teacher_flips:
+            raise BadInput("--teacher-flips averages a teacher's maps; give --teacher too")
         for given, name in ((radius, "--radius-px"), (emphases, "--emphasis")):
             if given and (data is not None or what == "classifier"):
                 raise BadInput(
@@ -195,6 +204,7 @@ def train(
                 "lr": lr, "patience": patience, "eval_every": eval_every, "channels": channels,
                 "radius_px": radius_px, "emphasis": emphasis, "teacher": teacher,
                 "distill": distill if teacher is not None else None,
+                "teacher_flips": teacher_flips,
                 "average": average, "seed": seed,
                 "threads": threads,
                 "device": device,
@@ -209,7 +219,8 @@ def train(
             _train_unet(
                 out, data, init, n_images, size, steps, minutes, batch, crop, lr, patience,
                 eval_every, seed, dev, common, widths, workers or os.cpu_count() or 1, radius,
-                teacher=teacher, distill=distill, emphasis=emphases, average=average,
+                teacher=teacher, distill=distill, teacher_flips=teacher_flips,
+                emphasis=emphases, average=average,
             )  # fmt: skip
         if what in {"classifier", "all"}:
             if data is not None and stage_folder is None:
@@ -245,6 +256,7 @@ def _train_unet(
     radius: tuple[float, float] | None = None,
     teacher: Path | None = None,
     distill: float = 0.5,
+    teacher_flips: bool = False,
     emphasis: tuple[str, ...] = (),
     average: bool = False,
 ) -> None:
@@ -332,7 +344,7 @@ def _train_unet(
         train_p, val_p, model=model, steps=steps, batch_size=batch, crop=crop, lr=peak_lr,
         eval_every=eval_every or max(10, min(100, steps // 10)), patience=patience,
         max_seconds=minutes * 60, seed=seed, device=device, progress=progress,
-        teacher=teacher_net, distill=distill, average=average,
+        teacher=teacher_net, distill=distill, teacher_flips=teacher_flips, average=average,
     )  # fmt: skip
     # extraction thresholds chosen on the validation images, then fixed for the test split
     tuned = tune_thresholds(res.model, val_p, device=device)
@@ -371,6 +383,7 @@ def _train_unet(
 
         meta["distilled_from"] = {
             "path": str(teacher), "sha256": file_sha256(teacher), "share": distill,
+            "flip_averaged": teacher_flips,
         }  # fmt: skip
     if init_meta:
         # the run this one started from, so the whole chain can be reproduced
