@@ -444,7 +444,8 @@ def train_unet(
         With ``teacher``: its maps are averaged over the crop and its three flips,
         the view flip averaging (``tta``) scores at inference, so the network
         learns in one pass what the teacher sees in four. The teacher may be the
-        network's own starting weights (self-distillation).
+        network's own starting weights (self-distillation; from the shipped
+        weights that scored lower, docs/segmentation.md, Training).
     average : bool
         Stochastic weight averaging: after warm-up the learning rate stays at
         ``lr`` instead of decaying, and the weights at every validation check join
