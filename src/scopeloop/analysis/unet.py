@@ -156,12 +156,9 @@ def flip_averaged(forward: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
 
     Flips are their own inverse, so the average sees every pixel from four
     orientations and no longer depends on which way the frame lies."""
-    prob: Tensor | None = None
-    for dims in ((), (-1,), (-2,), (-2, -1)):
-        pi = torch.sigmoid(forward(x.flip(dims) if dims else x).float())
-        pi = pi.flip(dims) if dims else pi
-        prob = pi if prob is None else prob + pi
-    assert prob is not None
+    prob = torch.sigmoid(forward(x).float())
+    for dims in ((-1,), (-2,), (-2, -1)):
+        prob = prob + torch.sigmoid(forward(x.flip(dims)).float()).flip(dims)
     return prob / 4
 
 
