@@ -239,3 +239,17 @@ def test_evaluate_cli_bins_frames_whose_nuclei_outgrow_the_unet(tmp_path) -> Non
     scores = payload["results"]["unet"]["microscope_40x"]
     assert payload["nucleus_diameter_px"] == 68 and scores["n_true"] >= 100
     assert scores["ap"]["0.5"] >= 0.8  # 0.83 binned, 0.52 unbinned
+
+
+def test_a_test_set_holds_the_same_images_whatever_was_drawn_before_it() -> None:
+    """Scores are compared across runs that draw different sets, in any order."""
+    from scopeloop.evaluation.seg_eval import load_sets
+    from scopeloop.simulation import nuclei
+
+    nuclei._TEXTURES.clear()  # as in a fresh process
+    alone = load_sets(["low_signal"], 10)["low_signal"]
+    nuclei._TEXTURES.clear()
+    after = load_sets(["sparse", "crowded", "low_signal"], 10)["low_signal"]
+    for (img, lab), (img2, lab2) in zip(alone, after, strict=True):
+        assert np.array_equal(lab, lab2)
+        assert np.array_equal(img, img2)

@@ -20,13 +20,19 @@ _TEXTURES: dict[int, NDArray[np.float32]] = {}
 
 
 def texture_tile(scale_px: float = 1.5) -> NDArray[np.float32]:
-    """A periodic, zero-mean, unit-std smooth noise tile (chromatin-like texture)."""
+    """A periodic, zero-mean, unit-std smooth noise tile (chromatin-like texture).
+
+    The grain is ``scale_px`` rounded to 0.1 px, and the tile is made from the
+    rounded grain: a tile made from the first exact grain to reach a shared
+    cache entry would make every later image depend on what this process drew
+    before (and, through the camera noise's draw count, its whole noise).
+    """
     key = round(scale_px * 10)
     tile = _TEXTURES.get(key)
     if tile is None:
         rng = np.random.default_rng(1234 + key)
         noise = rng.standard_normal((_TILE, _TILE)).astype(np.float32)
-        tile = ndimage.gaussian_filter(noise, scale_px, mode="wrap")
+        tile = ndimage.gaussian_filter(noise, key / 10, mode="wrap")
         tile = ((tile - tile.mean()) / (tile.std() + 1e-6)).astype(np.float32)
         _TEXTURES[key] = tile
     return tile
