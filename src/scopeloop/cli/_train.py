@@ -98,7 +98,8 @@ def train(
         None,
         help="U-Net on synthetic images: give half the images to these regimes, "
         "comma-separated: dense (touching clusters), blurred (defocus 2-4 px and haze), "
-        "dim (5-30 photons). Their ranges lie inside the training recipe's.",
+        "dim (5-30 photons), small (radii 4-8 px). Their ranges lie inside the training "
+        "recipe's.",
     ),
     teacher: Annotated[
         Path | None,

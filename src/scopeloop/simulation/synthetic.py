@@ -97,6 +97,7 @@ EMPHASES: dict[str, dict[str, tuple[float, float]]] = {
     "dense": {"coverage": (0.3, 0.6), "clustering": (0.5, 1.0)},
     "blurred": {"defocus_px": (2.0, 4.0), "haze": (0.2, 0.6)},
     "dim": {"photons": (5.0, 30.0)},
+    "small": {"radius_px": (4.0, 8.0)},
 }
 
 
