@@ -89,7 +89,7 @@ def report(name: str, r: dict[str, Any]) -> None:
     print(f"\n{name}: AP@0.5 {r['ap50']:.4f}, {true.sum()} true nuclei, {lost.sum()} unmatched")
     head = "".join(f"{s:>16}" for s in STAGES)
     print("  radius px   nuclei  unmatched % | by kind: unmatched % (nuclei)")
-    print(f"  {'':33}|{head}")
+    print(f"  {'':32}|{head}")
     for b in range(len(true)):
         lo, hi = RADIUS_BINS[b], RADIUS_BINS[b + 1]
         kinds = "".join(
