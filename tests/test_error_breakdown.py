@@ -1,0 +1,35 @@
+"""benchmarks/error_breakdown.py sorts each unmatched true nucleus by how it failed."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+_PATH = Path(__file__).parents[1] / "benchmarks" / "error_breakdown.py"
+_spec = importlib.util.spec_from_file_location("error_breakdown", _PATH)
+assert _spec is not None and _spec.loader is not None
+error_breakdown = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(error_breakdown)
+
+
+def test_unmatched_nuclei_are_told_apart_as_not_found_merged_or_outline() -> None:
+    gt = np.zeros((40, 40), np.int32)
+    pred = np.zeros_like(gt)
+    gt[2:8, 2:8] = 1  # found well: matched, not listed
+    pred[2:8, 2:8] = 1
+    gt[12:16, 2:6] = 2  # a touching pair drawn as one object: both merged
+    gt[12:16, 7:11] = 3
+    pred[12:16, 2:11] = 2  # the gap between them too: IoU 16/36 each
+    gt[22:24, 22:24] = 4  # a 4-px nucleus drawn as a 36-px blob: IoU 0.11, outline
+    pred[20:26, 20:26] = 3
+    gt[32:36, 32:36] = 5  # nothing drawn there: not found
+    assert error_breakdown.classify_unmatched(gt, pred) == {
+        2: "merged",
+        3: "merged",
+        4: "outline",
+        5: "not_found",
+    }
+    nothing = dict.fromkeys((1, 2, 3, 4, 5), "not_found")
+    assert error_breakdown.classify_unmatched(gt, np.zeros_like(gt)) == nothing
