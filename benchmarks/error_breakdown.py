@@ -28,7 +28,7 @@ from scipy.optimize import linear_sum_assignment
 
 from scopeloop.analysis.metrics import iou_matrix, pooled_ap, score_image
 from scopeloop.analysis.segmenter import get_segmenter
-from scopeloop.simulation.synthetic import STAGES, TEST_SETS, make_samples
+from scopeloop.simulation.synthetic import STAGES, TEST_SETS, test_set
 
 #: radius bin edges in px: the training recipe's 4-22 px split where the errors change
 RADIUS_BINS = (4.0, 6.0, 9.0, 13.0, 23.0)
@@ -63,8 +63,7 @@ def classify_unmatched(gt: np.ndarray, pred: np.ndarray) -> dict[int, str]:
 
 
 def breakdown(seg: Any, set_name: str, n_images: int, seed: int) -> dict[str, Any]:
-    recipe, base = TEST_SETS[set_name]
-    samples = make_samples(n_images, base + 100_000 * seed, (256, 256), recipe)
+    samples = test_set(set_name, n_images, draw=seed)
     n_bins = len(RADIUS_BINS) - 1
     true = np.zeros((n_bins, len(STAGES)), int)
     lost = np.zeros((n_bins, len(STAGES), len(FAILURES)), int)

@@ -47,13 +47,12 @@ def load_sets(
         expand_set_names,
         microscope_samples,
     )
-    from scopeloop.simulation.synthetic import TEST_SETS, make_samples
+    from scopeloop.simulation.synthetic import TEST_SETS, test_set
 
     out: dict[str, list[Pair]] = {}
     for name in expand_set_names(list(sets)):
         if name in TEST_SETS:
-            recipe, base = TEST_SETS[name]
-            samples = make_samples(n_images, base + 100_000 * seed, (size, size), recipe)
+            samples = test_set(name, n_images, (size, size), draw=seed)
         elif name in MICROSCOPE_SETS:
             samples = microscope_samples(name, n_images, seed)
         else:

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from .render import CHANNELS, OBJECTIVES, field_bounds, render_frame
 from .specimen import CellStage, Specimen, SpecimenOptions
-from .synthetic import STAGES, SyntheticSample, render_in_processes
+from .synthetic import DRAW_STRIDE, STAGES, SyntheticSample, render_in_processes
 
 __all__ = [
     "ALL_MICROSCOPE",
@@ -86,7 +86,8 @@ def microscope_samples(
             f"unknown microscope set {name!r}; choose from {', '.join(MICROSCOPE_SETS)}"
         )
     objective_name, base, size = MICROSCOPE_SETS[name]
-    jobs = [(objective_name, base + 100_000 * seed + i, shape or (size, size)) for i in range(n)]
+    first = base + DRAW_STRIDE * seed
+    jobs = [(objective_name, first + i, shape or (size, size)) for i in range(n)]
     return render_in_processes(_frame, jobs, workers)
 
 

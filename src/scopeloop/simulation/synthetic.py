@@ -505,10 +505,19 @@ def recipe_for(name: str) -> Recipe:
         raise ValueError(f"unknown test set {name!r}; choose from {', '.join(TEST_SETS)}") from None
 
 
-def test_set(name: str, n: int = 16, shape: tuple[int, int] = (256, 256)) -> list[SyntheticSample]:
-    """The named test set (fixed seeds, so the same images on every machine)."""
+#: a test set's draw ``d`` takes its seeds from ``base + DRAW_STRIDE * d``
+DRAW_STRIDE = 100_000
+
+
+def test_set(
+    name: str, n: int = 16, shape: tuple[int, int] = (256, 256), draw: int = 0
+) -> list[SyntheticSample]:
+    """The named test set (fixed seeds, so the same images on every machine).
+
+    ``draw`` 0 is the published set; others are independent draws of the same
+    difficulty (``scopeloop evaluate --seed``)."""
     recipe, base = TEST_SETS[name] if name in TEST_SETS else (recipe_for(name), 0)
-    return make_samples(n, base, shape, recipe)
+    return make_samples(n, base + DRAW_STRIDE * draw, shape, recipe)
 
 
 test_set.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
