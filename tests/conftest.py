@@ -1,4 +1,4 @@
-"""Shared fixtures: a fresh simulated microscope per test."""
+"""Shared fixtures: a fresh simulated microscope per test; each test its own render cache."""
 
 from __future__ import annotations
 
@@ -8,6 +8,15 @@ import pytest
 from pymmcore_plus import CMMCorePlus
 
 from scopeloop.microscope import make_core
+from scopeloop.simulation.render_cache import CACHE_ENV
+
+
+@pytest.fixture(autouse=True)
+def _own_render_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rendered training images go to a folder of the test's own, not the user's cache."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("render-cache")))
 
 
 @pytest.fixture

@@ -482,17 +482,17 @@ def test_cli_draws_synthetic_nuclei_from_the_requested_radius_range(tmp_path: Pa
 def test_cli_gives_half_the_synthetic_images_to_the_requested_regimes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import scopeloop.simulation.synthetic as synthetic
+    import scopeloop.simulation.render_cache as render_cache
 
     rendered: list[tuple[list[int], list[Recipe]]] = []
-    real_render = synthetic.render_pairs
+    real_render = render_cache.render_pairs
 
     def recording_render(seeds, shape, workers, recipe):  # type: ignore[no-untyped-def]
         pairs = real_render(seeds, shape, workers, recipe)
         rendered.append((list(seeds), list(recipe)))
         return pairs
 
-    monkeypatch.setattr(synthetic, "render_pairs", recording_render)
+    monkeypatch.setattr(render_cache, "render_pairs", recording_render)
     out = tmp_path / "emphasis"
     args = _tiny_unet_run(out)
     result = CliRunner().invoke(app, [*args, "--emphasis", "dense,blurred"])

@@ -302,21 +302,23 @@ def _train_unet(
         }  # fmt: skip
         peak_lr = lr if lr is not None else 5e-4
     else:
-        from scopeloop.simulation.synthetic import TRAIN_RECIPE, mixed_recipes, render_pairs
+        from scopeloop.simulation.render_cache import cache_dir, render_pairs_cached
+        from scopeloop.simulation.synthetic import TRAIN_RECIPE, mixed_recipes
 
         t0 = time.perf_counter()
         train_recipe = (
             TRAIN_RECIPE if radius is None else dataclasses.replace(TRAIN_RECIPE, radius_px=radius)
         )
         # train, validation and test images come from disjoint seed ranges
-        all_pairs = render_pairs(
+        all_pairs, from_cache = render_pairs_cached(
             synthetic_seeds(seed, n_images), (size, size), workers,
             mixed_recipes(n_images, train_recipe, emphasis),
         )  # fmt: skip
         train_p, val_p, test_p = split_pairs(all_pairs, *SYNTHETIC_SPLIT, seed)
+        cached = f", {from_cache} from the cache in {cache_dir()}" if from_cache else ""
         typer.echo(
             f"unet: rendered {n_images} synthetic images in {time.perf_counter() - t0:.0f} s "
-            f"(train {len(train_p)}, validation {len(val_p)}, test {len(test_p)})"
+            f"(train {len(train_p)}, validation {len(val_p)}, test {len(test_p)}{cached})"
         )
         if init is not None:
             model, init_meta = _start_from(init, widths, seed)

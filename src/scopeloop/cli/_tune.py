@@ -158,7 +158,8 @@ def _record_validation(
         synthetic_seeds,
         synthetic_seeds_record,
     )
-    from scopeloop.simulation.synthetic import Recipe, mixed_recipes, render_pairs
+    from scopeloop.simulation.render_cache import render_pairs_cached
+    from scopeloop.simulation.synthetic import Recipe, mixed_recipes
 
     data = meta.get("data") or {}
     if data.get("source") != "synthetic":
@@ -185,7 +186,7 @@ def _record_validation(
     seeds = synthetic_seeds(seed, n_images)
     size = int(data["size_px"])
     recipes = mixed_recipes(n_images, recipe, data.get("emphasis", ()))
-    pairs = render_pairs(
+    pairs, _ = render_pairs_cached(
         [seeds[i] for i in val_idx], (size, size), workers, [recipes[i] for i in val_idx]
     )
     images = {

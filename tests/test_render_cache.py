@@ -1,0 +1,88 @@
+"""The on-disk cache of rendered synthetic images serves exactly what rendering gives."""
+
+from __future__ import annotations
+
+import ast
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from scopeloop.simulation import render_cache
+from scopeloop.simulation.render_cache import CACHE_ENV, cache_dir, render_pairs_cached
+from scopeloop.simulation.synthetic import TRAIN_RECIPE, Recipe, render_pairs
+
+SEEDS = [5, 6, 7]
+SHAPE = (48, 48)
+
+
+def _same(a: list[Any], b: list[Any]) -> bool:
+    return len(a) == len(b) and all(
+        x.dtype == y.dtype and np.array_equal(x, y)
+        for p, q in zip(a, b, strict=True)
+        for x, y in zip(p, q, strict=True)
+    )
+
+
+def test_second_run_is_served_from_the_cache_with_the_same_images(tmp_path: Path) -> None:
+    first, hits = render_pairs_cached(SEEDS, SHAPE, 1, TRAIN_RECIPE, tmp_path)
+    assert hits == 0 and len(list(tmp_path.rglob("*.npz"))) == 3
+    again, hits = render_pairs_cached(SEEDS, SHAPE, 1, TRAIN_RECIPE, tmp_path)
+    assert hits == 3
+    assert _same(again, first) and _same(again, render_pairs(SEEDS, SHAPE, 1, TRAIN_RECIPE))
+    # a run that shares only some seeds renders only the others, in the caller's order
+    mixed, hits = render_pairs_cached([9, *SEEDS[:2]], SHAPE, 1, TRAIN_RECIPE, tmp_path)
+    assert hits == 2 and _same(mixed[1:], first[:2])
+
+
+def test_a_different_recipe_or_size_is_not_served_the_cached_images(tmp_path: Path) -> None:
+    render_pairs_cached(SEEDS, SHAPE, 1, TRAIN_RECIPE, tmp_path)
+    dense = Recipe(coverage=(0.3, 0.6))
+    pairs, hits = render_pairs_cached(SEEDS, SHAPE, 1, dense, tmp_path)
+    assert hits == 0 and _same(pairs, render_pairs(SEEDS, SHAPE, 1, dense))
+    pairs, hits = render_pairs_cached(SEEDS, (40, 40), 1, TRAIN_RECIPE, tmp_path)
+    assert hits == 0 and pairs[0][0].shape == (40, 40)
+    # one recipe per seed: each image is keyed by its own
+    per_seed = [TRAIN_RECIPE, dense, TRAIN_RECIPE]
+    pairs, hits = render_pairs_cached(SEEDS, SHAPE, 1, per_seed, tmp_path)
+    assert hits == 3 and _same(pairs, render_pairs(SEEDS, SHAPE, 1, per_seed))
+
+
+def test_a_damaged_cache_file_is_rendered_again(tmp_path: Path) -> None:
+    first, _ = render_pairs_cached(SEEDS, SHAPE, 1, TRAIN_RECIPE, tmp_path)
+    damaged = sorted(tmp_path.rglob("6.npz"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:100])  # a run killed mid-write, a full disk
+    pairs, hits = render_pairs_cached(SEEDS, SHAPE, 1, TRAIN_RECIPE, tmp_path)
+    assert hits == 2 and _same(pairs, first)
+    assert render_pairs_cached(SEEDS, SHAPE, 1, TRAIN_RECIPE, tmp_path)[1] == 3
+
+
+def test_the_environment_chooses_or_disables_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
+    render_pairs_cached(SEEDS, SHAPE)
+    assert len(list((tmp_path / "mine").rglob("*.npz"))) == 3
+    monkeypatch.setenv(CACHE_ENV, "off")
+    assert cache_dir() is None
+    pairs, hits = render_pairs_cached(SEEDS, SHAPE)
+    assert hits == 0 and _same(pairs, render_pairs(SEEDS, SHAPE))
+
+
+def test_the_fingerprint_covers_every_module_the_generator_imports() -> None:
+    # a generator module left out of the fingerprint would let its changes serve stale images
+    pkg = resources.files("scopeloop.simulation")
+    seen, todo = set(), ["synthetic.py"]
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        tree = ast.parse(pkg.joinpath(name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                mod = f"{node.module}.py"
+                if mod not in seen:
+                    todo.append(mod)
+    assert seen <= set(render_cache._GENERATOR_MODULES), seen
