@@ -86,3 +86,14 @@ def test_the_fingerprint_covers_every_module_the_generator_imports() -> None:
                 if mod not in seen:
                     todo.append(mod)
     assert seen <= set(render_cache._GENERATOR_MODULES), seen
+
+
+def test_evaluation_sets_are_the_published_images_and_cached(tmp_path: Path) -> None:
+    from scopeloop.evaluation.seg_eval import load_sets
+    from scopeloop.simulation.synthetic import test_set
+
+    sets = load_sets(["crowded"], 2, size=64, seed=1)
+    expected = [(s.image, s.labels) for s in test_set("crowded", 2, (64, 64), draw=1)]
+    assert _same(sets["crowded"], expected)
+    assert len(list(cache_dir().rglob("*.npz"))) == 2  # type: ignore[union-attr]
+    assert _same(load_sets(["crowded"], 2, size=64, seed=1)["crowded"], expected)

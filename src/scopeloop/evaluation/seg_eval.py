@@ -47,18 +47,19 @@ def load_sets(
         expand_set_names,
         microscope_samples,
     )
-    from scopeloop.simulation.synthetic import TEST_SETS, test_set
+    from scopeloop.simulation.render_cache import render_pairs_cached
+    from scopeloop.simulation.synthetic import TEST_SETS, test_set_seeds
 
     out: dict[str, list[Pair]] = {}
     for name in expand_set_names(list(sets)):
-        if name in TEST_SETS:
-            samples = test_set(name, n_images, (size, size), draw=seed)
+        if name in TEST_SETS:  # the test_set images, read from the render cache if there
+            recipe, seeds = test_set_seeds(name, n_images, draw=seed)
+            out[name] = render_pairs_cached(seeds, (size, size), 1, recipe)[0]
         elif name in MICROSCOPE_SETS:
-            samples = microscope_samples(name, n_images, seed)
+            out[name] = [(s.image, s.labels) for s in microscope_samples(name, n_images, seed)]
         else:
             known = [*TEST_SETS, ALL_MICROSCOPE, *MICROSCOPE_SETS]
             raise ValueError(f"unknown test set {name!r}; choose from {', '.join(known)}")
-        out[name] = [(s.image, s.labels) for s in samples]
     if data_dir is not None:
         from scopeloop.analysis.training import load_folder
 

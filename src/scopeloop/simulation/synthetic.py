@@ -49,6 +49,7 @@ __all__ = [
     "render_pairs",
     "reporter_lost_in_mitosis",
     "test_set",
+    "test_set_seeds",
 ]
 
 #: cell-cycle stage names, index = class id of the stage classifier
@@ -516,8 +517,16 @@ def test_set(
 
     ``draw`` 0 is the published set; others are independent draws of the same
     difficulty (``scopeloop evaluate --seed``)."""
+    recipe, seeds = test_set_seeds(name, n, draw)
+    return [make_sample(s, shape, recipe) for s in seeds]
+
+
+def test_set_seeds(name: str, n: int = 16, draw: int = 0) -> tuple[Recipe, list[int]]:
+    """The recipe and seeds of :func:`test_set` ``(name, n, draw=draw)``'s images."""
     recipe, base = TEST_SETS[name] if name in TEST_SETS else (recipe_for(name), 0)
-    return make_samples(n, base + DRAW_STRIDE * draw, shape, recipe)
+    first = base + DRAW_STRIDE * draw
+    return recipe, list(range(first, first + n))
 
 
 test_set.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+test_set_seeds.__test__ = False  # type: ignore[attr-defined]
