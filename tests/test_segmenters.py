@@ -176,6 +176,36 @@ def test_evaluate_cli_scores_each_unet_with_and_without_flip_averaging(tmp_path)
     assert lo <= scores["unet+tta"]["mean_ap50_over_sets"] <= hi
 
 
+def test_evaluate_cli_pools_draws_and_compares_segmenters_on_the_same_images(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from typer.testing import CliRunner
+
+    from scopeloop.analysis.unet import default_weights_path
+    from scopeloop.cli.main import app
+    from scopeloop.evaluation.seg_eval import load_sets
+
+    out = tmp_path / "scores.json"
+    args = ["evaluate", "-s", "unet", "-s", "classical", "--set", "sparse", "--set", "crowded"]
+    args += ["--weights", str(default_weights_path()), "--n-images", "1", "--seed", "2"]
+    res = CliRunner().invoke(app, [*args, "--draws", "2", "--device", "cpu", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    payload = json.loads(out.read_text())
+    scores = payload["results"]
+    assert payload["draws"] == 2 and scores["unet"]["crowded"]["n_images"] == 2
+    # the pooled images are draw 2's and draw 3's
+    two = load_sets(["crowded"], 1, seed=2, draws=2)["crowded"]
+    for (image, _), draw in zip(two, (2, 3), strict=True):
+        assert (image == load_sets(["crowded"], 1, seed=draw)["crowded"][0][0]).all()
+    shipped = scores[f"unet:{default_weights_path()}"]["paired"]
+    # the same network against itself: no difference in any resample
+    assert shipped["reference"] == "unet" and shipped["mean_ap50_diff"] == 0.0
+    assert shipped["ci95"] == [0.0, 0.0] and shipped["share_ahead"] == 0.0
+    classical = scores["classical"]["paired"]
+    assert classical["mean_ap50_diff"] < 0 and classical["ci95"][1] < 0
+    assert "Against unet, on the same images" in res.output
+
+
 def test_bench_refuses_a_missing_weights_file_before_timing_anything(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from typer.testing import CliRunner
 

@@ -99,6 +99,16 @@ def evaluate(
     seed: Annotated[
         int, typer.Option("--seed", min=0, help="Test-set seed offset (0 = the published sets).")
     ] = 0,
+    draws: Annotated[
+        int,
+        typer.Option(
+            "--draws",
+            min=1,
+            help="Pool --n-images from each of this many draws (--seed, --seed + 1, ...) per "
+            "set: a larger sample. Two or more segmenters are also compared paired, on the "
+            "same images.",
+        ),
+    ] = 1,
     nucleus_diameter: Annotated[
         float | None,
         typer.Option(
@@ -131,6 +141,7 @@ def evaluate(
                 json_out=json_out,
                 quick=quick,
                 seed=seed,
+                draws=draws,
                 tta=tta,
                 nucleus_diameter_px=nucleus_diameter,
             )

@@ -31,6 +31,7 @@ def load_sets(
     data_dir: Path | None = None,
     size: int = 256,
     seed: int = 0,
+    draws: int = 1,
 ) -> dict[str, list[Pair]]:
     """Named generated test sets (fixed seeds) and, when given, a user folder.
 
@@ -39,7 +40,9 @@ def load_sets(
     ``microscope`` for all of them). ``size`` is the synthetic sets' frame size;
     the microscope sets have their own. ``seed`` shifts each set's fixed seeds by
     ``100_000 * seed``: 0 gives the published sets, others independent draws
-    of the same difficulty.
+    of the same difficulty. ``draws`` > 1 pools ``n_images`` from each of the
+    draws ``seed, seed + 1, ...`` into each set (a larger sample, in the same
+    images for every segmenter and every run).
     """
     from scopeloop.simulation.microscope_set import (
         ALL_MICROSCOPE,
@@ -52,14 +55,16 @@ def load_sets(
 
     out: dict[str, list[Pair]] = {}
     for name in expand_set_names(list(sets)):
-        if name in TEST_SETS:  # the test_set images, read from the render cache if there
-            recipe, seeds = test_set_seeds(name, n_images, draw=seed)
-            out[name] = render_pairs_cached(seeds, (size, size), 1, recipe)[0]
-        elif name in MICROSCOPE_SETS:
-            out[name] = [(s.image, s.labels) for s in microscope_samples(name, n_images, seed)]
-        else:
+        if name not in TEST_SETS and name not in MICROSCOPE_SETS:
             known = [*TEST_SETS, ALL_MICROSCOPE, *MICROSCOPE_SETS]
             raise ValueError(f"unknown test set {name!r}; choose from {', '.join(known)}")
+        out[name] = []
+        for draw in range(seed, seed + draws):
+            if name in TEST_SETS:  # the test_set images, read from the render cache if there
+                recipe, seeds = test_set_seeds(name, n_images, draw=draw)
+                out[name] += render_pairs_cached(seeds, (size, size), 1, recipe)[0]
+            else:
+                out[name] += [(s.image, s.labels) for s in microscope_samples(name, n_images, draw)]
     if data_dir is not None:
         from scopeloop.analysis.training import load_folder
 
@@ -86,8 +91,15 @@ def evaluate_segmenters(
     ``tta``, each U-Net is also scored with test-time flip averaging (``<name>+tta``).
     ``nucleus_diameter_px`` goes to each U-Net (see
     :class:`~scopeloop.analysis.unet.UNetSegmenter`).
+
+    Every segmenter after the first also holds ``paired``: its mean AP@0.5 over
+    sets minus the first one's, with a 95 % interval and the share of
+    resamples in which it is ahead, from the same image resamples for both (a
+    paired comparison: far narrower than the two intervals side by side, since
+    both are scored on the same images).
     """
     results: dict[str, Any] = {}
+    boot_means: dict[str, NDArray[np.float64]] = {}
     for name, kind, options in segmenter_entries(segmenters, weights, tta, nucleus_diameter_px):
         seg = get_segmenter(kind, device=device, **options)
         results[name] = {"device": seg.device}
@@ -107,8 +119,19 @@ def evaluate_segmenters(
         aps = [results[name][s]["ap"]["0.5"] for s in data]
         results[name]["mean_ap50_over_sets"] = float(np.mean(aps)) if aps else None
         if boot:
-            lo, hi = np.percentile(np.mean(boot, axis=0), (2.5, 97.5))
+            boot_means[name] = np.mean(boot, axis=0)
+            lo, hi = np.percentile(boot_means[name], (2.5, 97.5))
             results[name]["mean_ap50_ci95"] = [float(lo), float(hi)]
+    if len(boot_means) > 1:
+        first, *others = boot_means
+        for name in others:
+            diff = boot_means[name] - boot_means[first]
+            lo, hi = np.percentile(diff, (2.5, 97.5))
+            mean_diff = results[name]["mean_ap50_over_sets"] - results[first]["mean_ap50_over_sets"]
+            results[name]["paired"] = {
+                "reference": first, "mean_ap50_diff": float(mean_diff),
+                "ci95": [float(lo), float(hi)], "share_ahead": float(np.mean(diff > 0)),
+            }  # fmt: skip
     return results
 
 
@@ -120,6 +143,7 @@ def evaluate_segmenters_cli(
     device: str = "auto",
     json_out: Path | None = None,
     seed: int = 0,
+    draws: int = 1,
     folder: Path | None = None,
     quick: bool = False,
     weights: Sequence[Path] = (),
@@ -141,6 +165,8 @@ def evaluate_segmenters_cli(
         Images per generated set (default 24, 6 with ``quick``).
     seed : int
         Offset added to each set's fixed seeds (0 = the published sets).
+    draws : int
+        Pool ``n_images`` from each of this many draws (``seed, seed + 1, ...``) per set.
     json_out : Path, optional
         Also write all scores (per image included) here.
     weights : paths
@@ -165,7 +191,7 @@ def evaluate_segmenters_cli(
     user_dir = data_dir if data_dir is not None else folder
     names = list(sets) if sets else ([] if user_dir is not None else list(TEST_SETS))
     n = n_images if n_images is not None else (6 if quick else 24)
-    data = load_sets(names, n, user_dir, seed=seed)
+    data = load_sets(names, n, user_dir, seed=seed, draws=draws)
     console = Console()
     if not console.is_terminal:  # piped to a file: do not squeeze the table to 80 columns
         console = Console(width=180)
@@ -200,10 +226,25 @@ def evaluate_segmenters_cli(
                 interval(ci),
             )  # fmt: skip
     console.print(table)
+    paired = [(k, v["paired"]) for k, v in results.items() if "paired" in v]
+    if paired:
+        cmp = Table(
+            title=f"Against {paired[0][1]['reference']}, on the same images "
+            "(paired bootstrap of the mean AP@0.5 over sets)"
+        )
+        for col in ("segmenter", "difference", "95% CI", "ahead in"):
+            cmp.add_column(col, justify="right")
+        for k, v in paired:
+            lo, hi = v["ci95"]
+            cmp.add_row(
+                k, f"{v['mean_ap50_diff']:+.4f}", f"{lo:+.4f} to {hi:+.4f}",
+                f"{100 * v['share_ahead']:.0f}% of resamples",
+            )  # fmt: skip
+        console.print(cmp)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         payload = {
-            "n_images": n, "seed": seed, "device": device,
+            "n_images": n, "seed": seed, "draws": draws, "device": device,
             "nucleus_diameter_px": nucleus_diameter_px, "results": results,
         }  # fmt: skip
         json_out.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
