@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -73,19 +71,26 @@ def test_the_environment_chooses_or_disables_the_cache(
 
 
 def test_the_fingerprint_covers_every_module_the_generator_imports() -> None:
-    # a generator module left out of the fingerprint would let its changes serve stale images
-    pkg = resources.files("scopeloop.simulation")
-    seen, todo = set(), ["synthetic.py"]
-    while todo:
-        name = todo.pop()
-        seen.add(name)
-        tree = ast.parse(pkg.joinpath(name).read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-                mod = f"{node.module}.py"
-                if mod not in seen:
-                    todo.append(mod)
-    assert seen <= set(render_cache._GENERATOR_MODULES), seen
+    # a drawing module left out of the key would let its changes serve stale images
+    assert render_cache.generator_modules("synthetic") == ["nuclei", "optics", "synthetic"]
+    micro = render_cache.generator_modules("microscope_set")
+    assert {"microscope_set", "render", "specimen", "synthetic", "optics", "nuclei"} <= set(micro)
+    assert render_cache.generator_fingerprint("microscope_set") != (
+        render_cache.generator_fingerprint("synthetic")
+    )
+
+
+def test_microscope_frames_come_back_with_their_stages_and_parameters(tmp_path: Path) -> None:
+    from scopeloop.simulation.microscope_set import microscope_samples
+
+    first = microscope_samples("microscope_20x", 2, seed=3, shape=(64, 64))
+    assert len(list(cache_dir().rglob("*.npz"))) == 2  # type: ignore[union-attr]
+    again = microscope_samples("microscope_20x", 2, seed=3, shape=(64, 64))
+    for a, b in zip(first, again, strict=True):
+        assert a.image.dtype == b.image.dtype and np.array_equal(a.image, b.image)
+        assert np.array_equal(a.labels, b.labels)
+        assert a.stages == b.stages and a.params == b.params
+    assert any(s.stages for s in first)  # not a test of two empty fields
 
 
 def test_evaluation_sets_are_the_published_images_and_cached(tmp_path: Path) -> None:

@@ -26,8 +26,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .render import CHANNELS, OBJECTIVES, field_bounds, render_frame
+from .render_cache import cached_samples
 from .specimen import CellStage, Specimen, SpecimenOptions
-from .synthetic import DRAW_STRIDE, STAGES, SyntheticSample, render_in_processes
+from .synthetic import DRAW_STRIDE, STAGES, SyntheticSample
 
 __all__ = [
     "ALL_MICROSCOPE",
@@ -79,7 +80,8 @@ def microscope_samples(
 
     ``seed`` shifts the set's fixed seeds by ``100_000 * seed`` (0 = the published set);
     ``shape`` overrides the set's frame size; ``workers`` processes render the frames
-    (the same frames whatever the number).
+    (the same frames whatever the number). Frames rendered before are read from
+    the render cache (:mod:`~scopeloop.simulation.render_cache`).
     """
     if name not in MICROSCOPE_SETS:
         raise ValueError(
@@ -87,8 +89,10 @@ def microscope_samples(
         )
     objective_name, base, size = MICROSCOPE_SETS[name]
     first = base + DRAW_STRIDE * seed
-    jobs = [(objective_name, first + i, shape or (size, size)) for i in range(n)]
-    return render_in_processes(_frame, jobs, workers)
+    h, w = shape or (size, size)
+    jobs = [(objective_name, first + i, (h, w)) for i in range(n)]
+    names = [f"{objective_name}/{h}x{w}/{first + i}.npz" for i in range(n)]
+    return cached_samples("microscope_set", _frame, jobs, names, workers)[0]
 
 
 def microscope_training_samples(

@@ -1,22 +1,25 @@
-"""An on-disk cache of rendered synthetic images, so training runs do not render again.
+"""An on-disk cache of rendered simulated images, so training runs do not render again.
 
-A U-Net training run renders thousands of ``(image, labels)`` pairs (minutes on
-two cores) before its first step, and ``scopeloop tune`` renders the validation
-images of a run again. Each pair is fully determined by its seed, its size, its
-recipe and the generator's code, so it is kept as one file under a key made of
-all four: the generator's part is a hash of the source of the modules that draw
-the images and of the numpy and scipy versions, so any change to them starts a
-fresh cache instead of serving stale images.
+A U-Net training run renders thousands of synthetic ``(image, labels)`` pairs
+(minutes on two cores) before its first step, the stage classifier hundreds of
+simulated-microscope frames (about ten minutes), and ``scopeloop tune`` and
+``scopeloop evaluate`` render their images again on every call. Each sample is
+fully determined by its job (seed, size, recipe or objective) and by the code
+that draws it, so it is kept as one file under a key made of both: the code's
+part is a hash of the source of the drawing module and of every module of this
+package it imports, in turn, plus the numpy and scipy versions. Any change to
+them starts a fresh cache instead of serving stale images.
 
 The cache lives in ``$SCOPELOOP_CACHE_DIR`` (``off`` disables it), else in the
 user's cache folder (``$XDG_CACHE_HOME/scopeloop``, ``~/.cache/scopeloop``; on
 Windows ``%LOCALAPPDATA%\\scopeloop``; on macOS ``~/Library/Caches/scopeloop``).
-About 70 KB per 256x256 pair (210 MB for a 3,000-image run); delete the folder to
-free it.
+About 70 KB per 256x256 image (210 MB for a 3,000-image training run); delete
+the folder to free it.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import hashlib
@@ -24,25 +27,31 @@ import json
 import os
 import sys
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy
 from numpy.typing import NDArray
 
-from .synthetic import TRAIN_RECIPE, Recipe, render_pairs
+from .synthetic import TRAIN_RECIPE, Recipe, SyntheticSample, render_in_processes, sample_of_job
 
-__all__ = ["CACHE_ENV", "cache_dir", "generator_fingerprint", "render_pairs_cached"]
+__all__ = [
+    "CACHE_ENV",
+    "cache_dir",
+    "cached_samples",
+    "generator_fingerprint",
+    "render_pairs_cached",
+]
 
 #: environment variable naming the cache folder (``off`` disables caching)
 CACHE_ENV = "SCOPELOOP_CACHE_DIR"
-#: the modules whose code draws a synthetic image (synthetic.py and what it imports)
-_GENERATOR_MODULES = ("synthetic.py", "nuclei.py", "optics.py")
+_PACKAGE = "scopeloop.simulation"
 
+J = TypeVar("J")
 Pair = tuple[NDArray[Any], NDArray[Any]]
 
 
@@ -62,38 +71,111 @@ def cache_dir() -> Path | None:
     return base / "scopeloop"
 
 
+def generator_modules(module: str) -> list[str]:
+    """``module`` of this package and the package's modules it imports, in turn (sorted)."""
+    pkg = resources.files(_PACKAGE)
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen or not pkg.joinpath(f"{name}.py").is_file():
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse(pkg.joinpath(f"{name}.py").read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                todo.append(node.module.split(".")[0])
+    return sorted(seen)
+
+
 @cache
-def generator_fingerprint() -> str:
-    """A short hash of the generator's source code and the numeric libraries it uses."""
+def generator_fingerprint(module: str = "synthetic") -> str:
+    """A short hash of the source of ``module`` and what it imports, and of numpy and scipy."""
     h = hashlib.sha256()
-    pkg = resources.files("scopeloop.simulation")
-    for name in _GENERATOR_MODULES:
+    pkg = resources.files(_PACKAGE)
+    for name in generator_modules(module):
         h.update(name.encode())
-        h.update(pkg.joinpath(name).read_bytes())
+        h.update(pkg.joinpath(f"{name}.py").read_bytes())
     h.update(f"numpy {np.__version__} scipy {scipy.__version__}".encode())
     return h.hexdigest()[:16]
+
+
+def _read(path: Path) -> SyntheticSample | None:
+    try:  # opened here: np.load leaves a damaged file's handle open
+        with open(path, "rb") as fh, np.load(fh) as f:
+            stages = dict(zip(f["stage_ids"].tolist(), f["stage_values"].tolist(), strict=True))
+            params = json.loads(str(f["params"]))
+            return SyntheticSample(f["image"], f["labels"], stages, params)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None  # missing, or damaged (a disk that filled up): render it again
+
+
+def _write(path: Path, s: SyntheticSample) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # written beside, then renamed: a reader never sees half a file, even with
+    # several runs filling the same cache at once
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    try:
+        np.savez_compressed(
+            tmp, image=s.image, labels=s.labels,
+            stage_ids=np.array(list(s.stages), np.int64),
+            stage_values=np.array(list(s.stages.values()), np.int64),
+            params=np.array(json.dumps(s.params)),
+        )  # fmt: skip
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def cached_samples(
+    module: str,
+    render: Callable[[J], SyntheticSample],
+    jobs: Sequence[J],
+    names: Sequence[str],
+    workers: int = 1,
+    root: Path | None = None,
+) -> tuple[list[SyntheticSample], int]:
+    """``[render(job) for job in jobs]``, from the cache where it can.
+
+    Parameters
+    ----------
+    module : str
+        The module of this package whose code draws the samples (with what it
+        imports, it keys the cache).
+    render : callable
+        Draws one sample from one job (a module-level function: it may run in
+        ``workers`` processes).
+    jobs, names : sequences
+        The jobs, and for each a relative file name fixed by the job alone
+        (e.g. ``"256x256/<recipe hash>/17.npz"``).
+    root : Path, optional
+        The cache folder; :func:`cache_dir` when not given (which may say "off").
+
+    Returns
+    -------
+    The samples, in the order of ``jobs``, and how many came from the cache.
+    """
+    if len(names) != len(jobs):
+        raise ValueError(f"{len(names)} file names for {len(jobs)} jobs")
+    folder = root if root is not None else cache_dir()
+    if folder is None:
+        return render_in_processes(render, jobs, workers), 0
+    where = Path(folder) / "renders" / f"{module}-{generator_fingerprint(module)}"
+    paths = [where / n for n in names]
+    samples: list[SyntheticSample | None] = [_read(p) for p in paths]
+    todo = [i for i, s in enumerate(samples) if s is None]
+    if todo:
+        fresh = render_in_processes(render, [jobs[i] for i in todo], workers)
+        for i, sample in zip(todo, fresh, strict=True):
+            samples[i] = sample
+            # a full or read-only disk costs the next run time, not this one
+            with contextlib.suppress(OSError):
+                _write(paths[i], sample)
+    return [s for s in samples if s is not None], len(jobs) - len(todo)
 
 
 def _recipe_key(recipe: Recipe) -> str:
     text = json.dumps(dataclasses.asdict(recipe), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _read(path: Path) -> Pair | None:
-    try:  # opened here: np.load leaves a damaged file's handle open
-        with open(path, "rb") as fh, np.load(fh) as f:
-            return f["image"], f["labels"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return None  # missing, or damaged (a disk that filled up): render it again
-
-
-def _write(path: Path, pair: Pair) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # written beside, then renamed: a reader never sees half a file, even with
-    # several runs filling the same cache at once
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, image=pair[0], labels=pair[1])
-    os.replace(tmp, path)
 
 
 def render_pairs_cached(
@@ -103,35 +185,19 @@ def render_pairs_cached(
     recipe: Recipe | Sequence[Recipe] = TRAIN_RECIPE,
     root: Path | None = None,
 ) -> tuple[list[Pair], int]:
-    """:func:`~scopeloop.simulation.synthetic.render_pairs`, from the cache where it can.
+    """:func:`~scopeloop.simulation.synthetic.render_pairs` through :func:`cached_samples`.
 
-    Parameters
-    ----------
-    seeds, shape, workers, recipe
-        As for ``render_pairs`` (one recipe for all seeds or one per seed).
-    root : Path, optional
-        The cache folder; :func:`cache_dir` when not given (which may say "off").
-
-    Returns
-    -------
-    The pairs (the same arrays ``render_pairs`` returns) and how many came from the cache.
+    Returns the pairs (the same arrays ``render_pairs`` gives) and how many
+    came from the cache.
     """
     recipes = [recipe] * len(seeds) if isinstance(recipe, Recipe) else list(recipe)
     if len(recipes) != len(seeds):
         raise ValueError(f"{len(recipes)} recipes for {len(seeds)} seeds")
-    folder = root if root is not None else cache_dir()
-    if folder is None:
-        return render_pairs(seeds, shape, workers, recipes), 0
-    where = Path(folder) / "renders" / generator_fingerprint() / f"{shape[0]}x{shape[1]}"
-    keys = {id(r): _recipe_key(r) for r in recipes}
-    paths = [where / keys[id(r)] / f"{int(s)}.npz" for s, r in zip(seeds, recipes, strict=True)]
-    pairs: list[Pair | None] = [_read(p) for p in paths]
-    todo = [i for i, p in enumerate(pairs) if p is None]
-    if todo:
-        fresh = render_pairs([seeds[i] for i in todo], shape, workers, [recipes[i] for i in todo])
-        for i, pair in zip(todo, fresh, strict=True):
-            pairs[i] = pair
-            # a full or read-only disk costs the next run time, not this one
-            with contextlib.suppress(OSError):
-                _write(paths[i], pair)
-    return [p for p in pairs if p is not None], len(seeds) - len(todo)
+    keys: dict[int, str] = {}  # by identity: one hash per distinct recipe object
+    names = [
+        f"{shape[0]}x{shape[1]}/{keys.setdefault(id(r), _recipe_key(r))}/{int(s)}.npz"
+        for s, r in zip(seeds, recipes, strict=True)
+    ]
+    jobs = [(int(s), shape, r) for s, r in zip(seeds, recipes, strict=True)]
+    samples, hits = cached_samples("synthetic", sample_of_job, jobs, names, workers, root)
+    return [(s.image, s.labels) for s in samples], hits

@@ -48,6 +48,7 @@ __all__ = [
     "render_in_processes",
     "render_pairs",
     "reporter_lost_in_mitosis",
+    "sample_of_job",
     "test_set",
     "test_set_seeds",
 ]
@@ -437,6 +438,11 @@ def make_sample(
         "uint8": float(to_uint8), "n_objects": float(len(present)),
     }  # fmt: skip
     return SyntheticSample(image, remap[labels], stages, params)
+
+
+def sample_of_job(job: tuple[int, tuple[int, int], Recipe]) -> SyntheticSample:
+    """:func:`make_sample` of one ``(seed, shape, recipe)`` job (for worker processes)."""
+    return make_sample(*job)
 
 
 def _image_and_labels(
