@@ -29,7 +29,9 @@ rc=0
 # conftest.py builds the simulated microscope (pymmcore-plus); these tests need none of it.
 # The CPU compilation test is left out (a minute of C++ builds, nothing about the GPU); the
 # CUDA test compares compiled and eager extraction on the GPU itself.
-python3 -m pytest -q -p no:cacheprovider --noconftest tests/test_unet.py tests/test_training.py \
+# (without conftest.py the tests would share the user's render cache: they render afresh)
+SCOPELOOP_CACHE_DIR=off python3 -m pytest -q -p no:cacheprovider --noconftest \
+    tests/test_unet.py tests/test_training.py \
     --deselect tests/test_unet.py::test_compiled_extraction_gives_the_same_labels 2>&1 \
     | tee "$out/tests.log" || rc=1
 python3 -m scopeloop bench segmentation --device cuda --tta --nucleus-diameter 68 \

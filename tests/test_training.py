@@ -485,14 +485,15 @@ def test_cli_gives_half_the_synthetic_images_to_the_requested_regimes(
     import scopeloop.simulation.render_cache as render_cache
 
     rendered: list[tuple[list[int], list[Recipe]]] = []
-    real_render = render_cache.render_pairs
+    real_render = render_cache.render_in_processes
 
-    def recording_render(seeds, shape, workers, recipe):  # type: ignore[no-untyped-def]
-        pairs = real_render(seeds, shape, workers, recipe)
-        rendered.append((list(seeds), list(recipe)))
-        return pairs
+    def recording_render(fn, jobs, workers):  # type: ignore[no-untyped-def]
+        rendered.append(([seed for seed, _, _ in jobs], [recipe for _, _, recipe in jobs]))
+        return real_render(fn, jobs, workers)
 
-    monkeypatch.setattr(render_cache, "render_pairs", recording_render)
+    monkeypatch.setattr(render_cache, "render_in_processes", recording_render)
+    # a cache of its own, empty, also when run without conftest.py (gpu_check.sh)
+    monkeypatch.setenv(render_cache.CACHE_ENV, str(tmp_path / "render-cache"))
     out = tmp_path / "emphasis"
     args = _tiny_unet_run(out)
     result = CliRunner().invoke(app, [*args, "--emphasis", "dense,blurred"])
@@ -508,8 +509,8 @@ def test_cli_gives_half_the_synthetic_images_to_the_requested_regimes(
     params = [make_sample(s, (64, 64), r).params for s, r in zip(seeds, recipes, strict=True)]
     assert all(p["coverage"] >= 0.3 for p in params[1::4])
     assert all(p["defocus_px"] >= 2.0 and p["haze"] >= 0.2 for p in params[3::4])
-    per_seed = real_render(seeds[:2], (64, 64), 1, recipes[:2])
-    assert not np.array_equal(per_seed[1][0], real_render(seeds[1:2], (64, 64), 1)[0][0])
+    per_seed = render_pairs(seeds[:2], (64, 64), 1, recipes[:2])
+    assert not np.array_equal(per_seed[1][0], render_pairs(seeds[1:2], (64, 64), 1)[0][0])
     for name, ranges in EMPHASES.items():  # each inside the training recipe's ranges
         for key, (lo, hi) in ranges.items():
             wide = getattr(TRAIN_RECIPE, key)
