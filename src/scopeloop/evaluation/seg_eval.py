@@ -234,11 +234,14 @@ def evaluate_segmenters_cli(
         )
         for col in ("segmenter", "difference", "95% CI", "ahead in"):
             cmp.add_column(col, justify="right")
+        # a set of one image has nothing to resample: no interval to show
+        single = min(len(p) for p in data.values()) < 2
         for k, v in paired:
             lo, hi = v["ci95"]
             cmp.add_row(
-                k, f"{v['mean_ap50_diff']:+.4f}", f"{lo:+.4f} to {hi:+.4f}",
-                f"{100 * v['share_ahead']:.0f}% of resamples",
+                k, f"{v['mean_ap50_diff']:+.4f}",
+                "- (one image)" if single else f"{lo:+.4f} to {hi:+.4f}",
+                "-" if single else f"{100 * v['share_ahead']:.0f}% of resamples",
             )  # fmt: skip
         console.print(cmp)
     if json_out is not None:
