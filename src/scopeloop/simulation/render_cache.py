@@ -37,7 +37,14 @@ import numpy as np
 import scipy
 from numpy.typing import NDArray
 
-from .synthetic import TRAIN_RECIPE, Recipe, SyntheticSample, render_in_processes, sample_of_job
+from .synthetic import (
+    TRAIN_RECIPE,
+    Recipe,
+    SyntheticSample,
+    per_seed,
+    render_in_processes,
+    sample_of_job,
+)
 
 __all__ = [
     "CACHE_ENV",
@@ -190,9 +197,7 @@ def render_pairs_cached(
     Returns the pairs (the same arrays ``render_pairs`` gives) and how many
     came from the cache.
     """
-    recipes = [recipe] * len(seeds) if isinstance(recipe, Recipe) else list(recipe)
-    if len(recipes) != len(seeds):
-        raise ValueError(f"{len(recipes)} recipes for {len(seeds)} seeds")
+    recipes = per_seed(seeds, recipe)
     keys: dict[int, str] = {}  # by identity: one hash per distinct recipe object
     names = [
         f"{shape[0]}x{shape[1]}/{keys.setdefault(id(r), _recipe_key(r))}/{int(s)}.npz"

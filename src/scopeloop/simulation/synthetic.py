@@ -44,6 +44,7 @@ __all__ = [
     "make_sample",
     "make_samples",
     "mixed_recipes",
+    "per_seed",
     "recipe_for",
     "render_in_processes",
     "render_pairs",
@@ -461,11 +462,16 @@ def render_pairs(
     """``(image, labels)`` of :func:`make_sample` for each seed (the training recipe
     unless given; one recipe for all or one per seed), rendered in ``workers`` processes;
     the same pairs whatever the number."""
+    jobs = [(int(seed), shape, r) for seed, r in zip(seeds, per_seed(seeds, recipe), strict=True)]
+    return render_in_processes(_image_and_labels, jobs, workers)
+
+
+def per_seed(seeds: Sequence[int], recipe: Recipe | Sequence[Recipe]) -> list[Recipe]:
+    """One recipe per seed, from one recipe for all or a sequence of one per seed."""
     recipes = [recipe] * len(seeds) if isinstance(recipe, Recipe) else list(recipe)
     if len(recipes) != len(seeds):
         raise ValueError(f"{len(recipes)} recipes for {len(seeds)} seeds")
-    jobs = [(int(seed), shape, r) for seed, r in zip(seeds, recipes, strict=True)]
-    return render_in_processes(_image_and_labels, jobs, workers)
+    return recipes
 
 
 def render_in_processes(fn: Callable[[J], R], jobs: Sequence[J], workers: int) -> list[R]:
