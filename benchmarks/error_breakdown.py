@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
-from scopeloop.analysis.metrics import iou_matrix, pooled_ap, score_image
+from scopeloop.analysis.metrics import Match, match_objects, pooled_ap, score_image
 from scopeloop.analysis.segmenter import get_segmenter
 from scopeloop.simulation.synthetic import STAGES, TEST_SETS, test_set
 
@@ -35,17 +34,15 @@ RADIUS_BINS = (4.0, 6.0, 9.0, 13.0, 23.0)
 FAILURES = ("not_found", "merged", "outline")
 
 
-def classify_unmatched(gt: np.ndarray, pred: np.ndarray) -> dict[int, str]:
-    """``{true id: failure}`` for every true nucleus without a match at IoU 0.5."""
+def classify_unmatched(gt: np.ndarray, pred: np.ndarray, match: Match) -> dict[int, str]:
+    """``{true id: failure}`` for every true nucleus without a match at IoU 0.5
+    (``match``: :func:`~scopeloop.analysis.metrics.match_objects` of the pair)."""
     g_ids = np.unique(gt)
     g_ids = g_ids[g_ids > 0]
     p_ids = np.unique(pred)
     p_ids = p_ids[p_ids > 0]
-    iou = iou_matrix(gt, pred)
-    matched: set[int] = set()
-    if iou.size:
-        rows, cols = linear_sum_assignment(-iou)
-        matched = {int(r) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= 0.5}
+    iou, rows, cols = match
+    matched = {int(r) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= 0.5}
     # share of each true nucleus a predicted object covers
     area = np.bincount(gt.ravel(), minlength=int(gt.max()) + 1)
     out: dict[int, str] = {}
@@ -70,11 +67,12 @@ def breakdown(seg: Any, set_name: str, n_images: int, seed: int) -> dict[str, An
     scores = []
     for s in samples:
         pred = seg.segment(s.image)
-        scores.append(score_image(s.labels, pred))
+        match = match_objects(s.labels, pred)  # one IoU matrix and assignment per image
+        scores.append(score_image(s.labels, pred, match=match))
         b = int(np.clip(np.digitize(s.params["radius_px"], RADIUS_BINS) - 1, 0, n_bins - 1))
         for stage in s.stages.values():
             true[b, stage] += 1
-        for k, why in classify_unmatched(s.labels, pred).items():
+        for k, why in classify_unmatched(s.labels, pred, match).items():
             lost[b, s.stages[k], FAILURES.index(why)] += 1
     return {"ap50": pooled_ap(scores), "true": true.tolist(), "unmatched": lost.tolist()}
 

@@ -4,7 +4,8 @@ six flooding levels with convergence checked every eight steps) and, on CUDA,
 against what is still to be decided: CUDA graphs (network and propagation
 runs), cuDNN's benchmark mode, a compiled network.
 
-    python benchmarks/unet_stages.py [--device cuda] [--out bench_results/unet_stages.json]
+    python benchmarks/unet_stages.py [--device cuda] [--shape 2048x1]
+        [--out bench_results/unet_stages.json]
 
 Prints one line per frame shape and, on CUDA, the kernels that take the most
 device time; writes the figures as JSON. Times are medians of 10 calls, in ms.
@@ -52,10 +53,14 @@ def _time_stages(
     sync: Any,
     graphed: UNetSegmenter | None = None,
     compiled_net: Any = None,
+    contiguous: UNetSegmenter | None = None,
 ) -> dict[str, Any]:
-    net_in = normalise_frames(x).unsqueeze(1)
+    plain_in = normalise_frames(x).unsqueeze(1)
+    net_in = plain_in
+    if seg.channels_last:
+        net_in = net_in.contiguous(memory_format=torch.channels_last)
     if seg.half:
-        net_in = net_in.contiguous(memory_format=torch.channels_last).half()
+        net_in = net_in.half()
     fg, centre = seg.predict_maps(x)
     kw = {
         "fg_threshold": float(seg.fg_threshold), "seed_threshold": float(seg.seed_threshold),
@@ -85,6 +90,13 @@ def _time_stages(
         timed["extraction_cuda_graphs"] = lambda: extract_instances(
             fg, centre, compiled=seg.compiled, graphs=True, **kw
         )
+    if contiguous is not None:  # the network in the default memory layout
+        rec["same_labels_contiguous_network"] = bool(
+            torch.equal(labels, contiguous.segment_tensor(x))
+        )
+        timed["segment_contiguous_network"] = lambda: contiguous.segment_tensor(x)
+        plain = plain_in.half() if contiguous.half else plain_in
+        timed["network_contiguous"] = lambda: contiguous.model(plain)
     if compiled_net is not None:
         timed["network_compiled"] = lambda: compiled_net(net_in)
     with torch.inference_mode():
@@ -110,14 +122,20 @@ def run(device: str, shapes: list[tuple[int, int]]) -> dict[str, Any]:
     eager = UNetSegmenter(device=device, compiled=False)
     unfolded, _ = load_unet()
     unfolded = unfolded.to(device)
-    if cuda:
-        unfolded = unfolded.to(memory_format=torch.channels_last).half()  # type: ignore[call-overload]
+    if seg.channels_last:
+        unfolded = unfolded.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if seg.half:
+        unfolded = unfolded.half()
+    contiguous = UNetSegmenter(device=device, channels_last=False)
     graphed = UNetSegmenter(device=device, cuda_graphs=True) if cuda else None
     # compiled once per shape (dynamic=False), timed for single frames only
     compiled_net = torch.compile(seg.model, dynamic=False) if cuda else None
     for size, batch in shapes:
         x = torch.from_numpy(crowded_frames(size, batch).astype(np.int32)).to(device)
-        extra = {"graphed": graphed, "compiled_net": compiled_net if batch == 1 else None}
+        extra = {
+            "graphed": graphed, "compiled_net": compiled_net if batch == 1 else None,
+            "contiguous": contiguous,
+        }  # fmt: skip
         rec = {"size": size, "batch": batch, **_time_stages(seg, eager, unfolded, x, sync, **extra)}
         out["shapes"].append(rec)
         print(" ".join(f"{k}={_fmt(v)}" for k, v in rec.items()))
@@ -140,9 +158,18 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", type=Path, default=Path("bench_results/unet_stages.json"))
+    ap.add_argument(
+        "--shape", action="append", default=None, metavar="SIZExBATCH",
+        help="frame size and batch, e.g. 2048x1 (repeatable; default by device)",
+    )  # fmt: skip
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
     shapes = [(512, 1), (512, 8), (2048, 4), (2048, 1)] if cuda else [(256, 1), (512, 1)]
+    if args.shape:
+        try:
+            shapes = [(int(a), int(b)) for a, b in (v.lower().split("x") for v in args.shape)]
+        except ValueError:
+            ap.error(f"--shape takes SIZExBATCH, e.g. 2048x1, not {args.shape}")
     result = run(args.device, shapes)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

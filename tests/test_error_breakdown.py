@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scopeloop.analysis.metrics import match_objects
+
 _PATH = Path(__file__).parents[1] / "benchmarks" / "error_breakdown.py"
 _spec = importlib.util.spec_from_file_location("error_breakdown", _PATH)
 assert _spec is not None and _spec.loader is not None
@@ -25,11 +27,12 @@ def test_unmatched_nuclei_are_told_apart_as_not_found_merged_or_outline() -> Non
     gt[22:24, 22:24] = 4  # a 4-px nucleus drawn as a 36-px blob: IoU 0.11, outline
     pred[20:26, 20:26] = 3
     gt[32:36, 32:36] = 5  # nothing drawn there: not found
-    assert error_breakdown.classify_unmatched(gt, pred) == {
+    assert error_breakdown.classify_unmatched(gt, pred, match_objects(gt, pred)) == {
         2: "merged",
         3: "merged",
         4: "outline",
         5: "not_found",
     }
     nothing = dict.fromkeys((1, 2, 3, 4, 5), "not_found")
-    assert error_breakdown.classify_unmatched(gt, np.zeros_like(gt)) == nothing
+    empty = np.zeros_like(gt)
+    assert error_breakdown.classify_unmatched(gt, empty, match_objects(gt, empty)) == nothing

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -150,6 +152,8 @@ def test_evaluate_cli_scores_weights_files_beside_the_shipped_unet(tmp_path) -> 
     assert res.exit_code == 0, res.output
     # one image has nothing to resample: the paired comparison claims no interval
     assert "- (one image)" in res.output and "% of resamples" not in res.output
+    # ... and neither do the per-set rows: no zero-width "0.812-0.812" interval
+    assert not re.search(r"(\d\.\d{3})-\1", res.output), res.output
     scores = json.loads(out.read_text())["results"]
     shipped = scores[f"unet:{default_weights_path()}"]["sparse"]["ap"]["0.5"]
     assert shipped == scores["unet"]["sparse"]["ap"]["0.5"] > 0.5

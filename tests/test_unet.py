@@ -127,6 +127,18 @@ def test_folded_batchnorm_computes_the_same_maps(crowded: list) -> None:
         torch.testing.assert_close(folded(x), net(x), atol=2e-4, rtol=1e-4)
 
 
+@needs_weights
+def test_channels_last_network_on_cpu_gives_the_same_labels(crowded: list) -> None:
+    # channels-last is the CPU default for speed; it must not move a single label
+    fast = UNetSegmenter(device="cpu")
+    plain = UNetSegmenter(device="cpu", channels_last=False)
+    assert fast.channels_last and not plain.channels_last
+    frames = np.stack([s.image for s in crowded])
+    labels = fast.segment(frames)
+    assert labels.max() > 20
+    np.testing.assert_array_equal(labels, plain.segment(frames))
+
+
 def test_extraction_is_per_frame_and_drops_small_objects() -> None:
     fg = torch.zeros(2, 32, 32)
     centre = torch.zeros(2, 32, 32)

@@ -92,19 +92,33 @@ def _rates(tp: int, n_true: int, n_pred: int) -> tuple[float, float, float, floa
     return precision, recall, f1, ap
 
 
+#: an IoU matrix (true x predicted objects) and its optimal assignment (rows, columns)
+Match = tuple[NDArray[np.float64], NDArray[np.intp], NDArray[np.intp]]
+
+
+def match_objects(gt: NDArray[np.integer], pred: NDArray[np.integer]) -> Match:
+    """The IoU of every true with every predicted object (ids in ascending order,
+    background left out) and the one-to-one assignment that maximises total IoU."""
+    iou = iou_matrix(gt, pred)
+    if iou.shape[0] and iou.shape[1]:
+        rows, cols = linear_sum_assignment(-iou)
+    else:
+        rows = cols = np.zeros(0, np.intp)
+    return iou, np.asarray(rows, np.intp), np.asarray(cols, np.intp)
+
+
 def score_image(
     gt: NDArray[np.integer],
     pred: NDArray[np.integer],
     thresholds: Sequence[float] = THRESHOLDS,
+    match: Match | None = None,
 ) -> ImageScores:
-    """Match predicted objects to ground truth (optimal assignment on IoU) and score."""
-    iou = iou_matrix(gt, pred)
+    """Match predicted objects to ground truth (optimal assignment on IoU) and score.
+
+    ``match``: :func:`match_objects` of the same pair, when the caller has it already."""
+    iou, rows, cols = match if match is not None else match_objects(gt, pred)
     n_true, n_pred = iou.shape
-    if n_true and n_pred:
-        rows, cols = linear_sum_assignment(-iou)
-        matched = iou[rows, cols]
-    else:
-        matched = np.zeros(0)
+    matched = iou[rows, cols]
     # with IoU > 0.5 matches are unique anyway; the assignment makes lower thresholds fair
     tp = {float(t): int((matched >= t).sum()) for t in thresholds}
     good = matched[matched >= 0.5]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -84,6 +85,15 @@ def evaluate(
             "run several times slower.",
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes rendering the generated sets not yet in the render cache "
+            "(default: one per CPU core; the images are the same whatever the number).",
+        ),
+    ] = None,
     n_images: Annotated[
         int | None, typer.Option("--n-images", min=1, help="Images per generated set.")
     ] = None,
@@ -140,6 +150,7 @@ def evaluate(
                 n_images=n_images,
                 json_out=json_out,
                 quick=quick,
+                workers=workers or os.cpu_count() or 1,
                 seed=seed,
                 draws=draws,
                 tta=tta,

@@ -32,6 +32,7 @@ def load_sets(
     size: int = 256,
     seed: int = 0,
     draws: int = 1,
+    workers: int = 1,
 ) -> dict[str, list[Pair]]:
     """Named generated test sets (fixed seeds) and, when given, a user folder.
 
@@ -39,10 +40,11 @@ def load_sets(
     the simulated microscope's per-objective sets (``microscope_10x``, ...;
     ``microscope`` for all of them). ``size`` is the synthetic sets' frame size;
     the microscope sets have their own. ``seed`` shifts each set's fixed seeds by
-    ``100_000 * seed``: 0 gives the published sets, others independent draws
+    ``DRAW_STRIDE * seed``: 0 gives the published sets, others independent draws
     of the same difficulty. ``draws`` > 1 pools ``n_images`` from each of the
     draws ``seed, seed + 1, ...`` into each set (a larger sample, in the same
-    images for every segmenter and every run).
+    images for every segmenter and every run). ``workers`` processes render the
+    images not in the render cache (the same images whatever the number).
     """
     from scopeloop.simulation.microscope_set import (
         ALL_MICROSCOPE,
@@ -62,9 +64,12 @@ def load_sets(
         for draw in range(seed, seed + draws):
             if name in TEST_SETS:  # the test_set images, read from the render cache if there
                 recipe, seeds = test_set_seeds(name, n_images, draw=draw)
-                out[name] += render_pairs_cached(seeds, (size, size), 1, recipe)[0]
+                out[name] += render_pairs_cached(seeds, (size, size), workers, recipe)[0]
             else:
-                out[name] += [(s.image, s.labels) for s in microscope_samples(name, n_images, draw)]
+                out[name] += [
+                    (s.image, s.labels)
+                    for s in microscope_samples(name, n_images, draw, workers=workers)
+                ]
     if data_dir is not None:
         from scopeloop.analysis.training import load_folder
 
@@ -149,6 +154,7 @@ def evaluate_segmenters_cli(
     weights: Sequence[Path] = (),
     tta: bool = False,
     nucleus_diameter_px: float | None = None,
+    workers: int = 1,
 ) -> int:
     """Score segmenters and print a table (what ``scopeloop evaluate --segmenter`` runs).
 
@@ -167,6 +173,8 @@ def evaluate_segmenters_cli(
         Offset added to each set's fixed seeds (0 = the published sets).
     draws : int
         Pool ``n_images`` from each of this many draws (``seed, seed + 1, ...``) per set.
+    workers : int
+        Processes rendering the generated images not in the render cache.
     json_out : Path, optional
         Also write all scores (per image included) here.
     weights : paths
@@ -191,7 +199,7 @@ def evaluate_segmenters_cli(
     user_dir = data_dir if data_dir is not None else folder
     names = list(sets) if sets else ([] if user_dir is not None else list(TEST_SETS))
     n = n_images if n_images is not None else (6 if quick else 24)
-    data = load_sets(names, n, user_dir, seed=seed, draws=draws)
+    data = load_sets(names, n, user_dir, seed=seed, draws=draws, workers=workers)
     console = Console()
     if not console.is_terminal:  # piped to a file: do not squeeze the table to 80 columns
         console = Console(width=180)
@@ -205,8 +213,12 @@ def evaluate_segmenters_cli(
     for col in ("F1@0.5", "P@0.5", "R@0.5", "mean IoU", "s/image"):
         table.add_column(col, justify="right")
 
-    def interval(lo_hi: list[float]) -> str:
-        return f"{lo_hi[0]:.3f}-{lo_hi[1]:.3f}"
+    def interval(lo_hi: list[float], n_images: int) -> str:
+        # one image has nothing to resample: its "interval" would have zero width
+        return "- (one image)" if n_images < 2 else f"{lo_hi[0]:.3f}-{lo_hi[1]:.3f}"
+
+    # when every set has one image, the mean over sets has nothing to resample either
+    single = max(len(p) for p in data.values()) < 2
 
     for seg_name in results:
         for set_name in data:
@@ -214,7 +226,7 @@ def evaluate_segmenters_cli(
             table.add_row(
                 seg_name, set_name, str(r["n_images"]), str(r["n_true"]),
                 *(f"{r['ap'][f'{t:.1f}']:.3f}" for t in THRESHOLDS),
-                interval(r["ap_ci95"]["0.5"]),
+                interval(r["ap_ci95"]["0.5"], r["n_images"]),
                 f"{r['f1']['0.5']:.3f}", f"{r['precision']['0.5']:.3f}",
                 f"{r['recall']['0.5']:.3f}", f"{r['mean_matched_iou']:.3f}",
                 f"{r['s_per_image']:.3f}",
@@ -223,7 +235,7 @@ def evaluate_segmenters_cli(
             mean, ci = results[seg_name]["mean_ap50_over_sets"], results[seg_name]["mean_ap50_ci95"]
             table.add_row(
                 seg_name, "[b]mean over sets[/b]", "", "", f"[b]{mean:.3f}[/b]", "", "", "", "",
-                interval(ci),
+                interval(ci, 1 if single else 2),
             )  # fmt: skip
     console.print(table)
     paired = [(k, v["paired"]) for k, v in results.items() if "paired" in v]
@@ -234,8 +246,6 @@ def evaluate_segmenters_cli(
         )
         for col in ("segmenter", "difference", "95% CI", "ahead in"):
             cmp.add_column(col, justify="right")
-        # a set of one image has nothing to resample: no interval to show
-        single = min(len(p) for p in data.values()) < 2
         for k, v in paired:
             lo, hi = v["ci95"]
             cmp.add_row(

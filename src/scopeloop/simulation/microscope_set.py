@@ -78,7 +78,7 @@ def microscope_samples(
 ) -> list[SyntheticSample]:
     """``n`` frames of the named set with their labels and stages.
 
-    ``seed`` shifts the set's fixed seeds by ``100_000 * seed`` (0 = the published set);
+    ``seed`` shifts the set's fixed seeds by :data:`DRAW_STRIDE` ``* seed`` (0 = the published set);
     ``shape`` overrides the set's frame size; ``workers`` processes render the frames
     (the same frames whatever the number). Frames rendered before are read from
     the render cache (:mod:`~scopeloop.simulation.render_cache`).
