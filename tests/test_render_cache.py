@@ -102,3 +102,39 @@ def test_evaluation_sets_are_the_published_images_and_cached(tmp_path: Path) -> 
     assert _same(sets["crowded"], expected)
     assert len(list(cache_dir().rglob("*.npz"))) == 2  # type: ignore[union-attr]
     assert _same(load_sets(["crowded"], 2, size=64, seed=1)["crowded"], expected)
+
+
+def test_cache_command_lists_and_frees_stale_folders_and_leaves_others_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from scopeloop.cli.main import app
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    render_pairs_cached([1, 2], (32, 32))  # two images by the installed generator
+    stale = tmp_path / "renders" / "synthetic-0123456789abcdef" / "32x32"
+    stale.mkdir(parents=True)
+    (stale / "7.npz").write_bytes(b"x" * 5000)
+    mine = tmp_path / "renders" / "my-notes"  # not a key folder: never touched
+    mine.mkdir()
+    (mine / "keep.txt").write_text("keep")
+
+    listed = CliRunner().invoke(app, ["cache"])
+    assert listed.exit_code == 0, listed.output
+    assert "synthetic-0123456789abcdef" in listed.output and "stale" in listed.output
+    assert "installed code" in listed.output and "my-notes" not in listed.output
+    folders = render_cache.cache_folders(tmp_path)
+    assert sorted((f.current, f.files) for f in folders) == [(False, 1), (True, 2)]
+
+    pruned = CliRunner().invoke(app, ["cache", "--prune"])
+    assert pruned.exit_code == 0 and "removed 1 folder" in pruned.output, pruned.output
+    assert not stale.exists()
+    _, hits = render_pairs_cached([1, 2], (32, 32))
+    assert hits == 2  # the installed generator's images are still served
+
+    cleared = CliRunner().invoke(app, ["cache", "--clear"])
+    assert cleared.exit_code == 0 and "removed 1 folder" in cleared.output, cleared.output
+    assert render_cache.cache_folders(tmp_path) == [] and (mine / "keep.txt").is_file()
+    both = CliRunner().invoke(app, ["cache", "--prune", "--clear"])
+    assert both.exit_code == 2 and "not both" in both.output

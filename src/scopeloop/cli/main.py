@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from . import _bench, _evaluate, _report, _run, _train, _tune, _validate
+from . import _bench, _cache, _evaluate, _report, _run, _train, _tune, _validate
 from ._common import state
 
 app = typer.Typer(
@@ -35,3 +35,4 @@ app.command("train")(_train.train)
 app.command("tune")(_tune.tune)
 app.command("bench")(_bench.bench)
 app.command("report")(_report.report)
+app.command("cache")(_cache.cache)

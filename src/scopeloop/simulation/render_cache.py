@@ -13,8 +13,9 @@ them starts a fresh cache instead of serving stale images.
 The cache lives in ``$SCOPELOOP_CACHE_DIR`` (``off`` disables it), else in the
 user's cache folder (``$XDG_CACHE_HOME/scopeloop``, ``~/.cache/scopeloop``; on
 Windows ``%LOCALAPPDATA%\\scopeloop``; on macOS ``~/Library/Caches/scopeloop``).
-About 70 KB per 256x256 image (210 MB for a 3,000-image training run); delete
-the folder to free it.
+About 70 KB per 256x256 image (210 MB for a 3,000-image training run).
+``scopeloop cache`` lists what it holds; ``--prune`` frees the folders of
+generator code that is no longer the installed one, ``--clear`` all of it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
+import shutil
 import sys
 import zipfile
 from collections.abc import Callable, Sequence
@@ -48,9 +51,12 @@ from .synthetic import (
 
 __all__ = [
     "CACHE_ENV",
+    "CacheFolder",
     "cache_dir",
+    "cache_folders",
     "cached_samples",
     "generator_fingerprint",
+    "remove_cache_folders",
     "render_pairs_cached",
 ]
 
@@ -178,6 +184,53 @@ def cached_samples(
             with contextlib.suppress(OSError):
                 _write(paths[i], sample)
     return [s for s in samples if s is not None], len(jobs) - len(todo)
+
+
+#: a key folder under ``<root>/renders``: ``<drawing module>-<16 hex digits>``
+_KEY_FOLDER = re.compile(r"(?P<module>[a-z_][a-z0-9_]*)-(?P<fingerprint>[0-9a-f]{16})")
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheFolder:
+    """One key folder of the cache: the samples one version of one generator drew."""
+
+    path: Path
+    module: str
+    fingerprint: str
+    files: int
+    bytes: int
+    #: drawn by the installed generator code (the others are never read by it)
+    current: bool
+
+
+def cache_folders(root: Path | None = None) -> list[CacheFolder]:
+    """The cache's key folders, sorted by path (none when the cache is off or empty)."""
+    folder = root if root is not None else cache_dir()
+    renders = Path(folder) / "renders" if folder is not None else None
+    if renders is None or not renders.is_dir():
+        return []
+    out = []
+    for path in sorted(renders.iterdir()):
+        m = _KEY_FOLDER.fullmatch(path.name)
+        if m is None or not path.is_dir():
+            continue  # not ours: never counted, never removed
+        sizes = [f.stat().st_size for f in path.rglob("*") if f.is_file()]
+        module = m["module"]
+        current = (
+            resources.files(_PACKAGE).joinpath(f"{module}.py").is_file()
+            and generator_fingerprint(module) == m["fingerprint"]
+        )
+        out.append(CacheFolder(path, module, m["fingerprint"], len(sizes), sum(sizes), current))
+    return out
+
+
+def remove_cache_folders(folders: Sequence[CacheFolder]) -> int:
+    """Delete these key folders; returns the bytes freed."""
+    freed = 0
+    for f in folders:
+        shutil.rmtree(f.path, ignore_errors=True)
+        freed += f.bytes
+    return freed
 
 
 def _recipe_key(recipe: Recipe) -> str:
