@@ -1,11 +1,13 @@
 """Where a segmenter's misses are on the synthetic test sets: which nuclei go
 unmatched at IoU 0.5, by the image's nucleus radius and by the nucleus' kind
 (interphase, prophase, metaphase, one half of an anaphase pair), and how they
-fail. AP@0.5 says how many objects are lost; this says which, so the next
-change to the generator, the loss or the network can aim at them.
+fail, and AP@0.5 by nucleus radius. AP@0.5 says how many objects are lost;
+this says which, so the next change to the generator, the loss or the
+network can aim at them (and a change that trades large nuclei for small
+ones shows).
 
     python benchmarks/error_breakdown.py [--weights unet.pt] [--n-images 100] [--seed 0]
-        [--device cpu] [--threads 2] [--out bench_results/error_breakdown.json]
+        [--draws 1] [--device cpu] [--threads 2] [--out bench_results/error_breakdown.json]
 
 An unmatched true nucleus is "not found" when no predicted object reaches IoU
 0.1 with it, "merged" when the predicted object that overlaps it most also
@@ -18,6 +20,7 @@ radius); the counts are pooled over the set's images.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -59,22 +62,44 @@ def classify_unmatched(gt: np.ndarray, pred: np.ndarray, match: Match) -> dict[i
     return out
 
 
-def breakdown(seg: Any, set_name: str, n_images: int, seed: int) -> dict[str, Any]:
-    samples = test_set(set_name, n_images, draw=seed)
+def breakdown(seg: Any, set_name: str, n_images: int, seed: int, draws: int = 1) -> dict[str, Any]:
+    samples = [s for d in range(seed, seed + draws) for s in test_set(set_name, n_images, draw=d)]
     n_bins = len(RADIUS_BINS) - 1
     true = np.zeros((n_bins, len(STAGES)), int)
     lost = np.zeros((n_bins, len(STAGES), len(FAILURES)), int)
     scores = []
+    by_radius: list[list[Any]] = [[] for _ in range(n_bins)]
     for s in samples:
         pred = seg.segment(s.image)
         match = match_objects(s.labels, pred)  # one IoU matrix and assignment per image
         scores.append(score_image(s.labels, pred, match=match))
         b = int(np.clip(np.digitize(s.params["radius_px"], RADIUS_BINS) - 1, 0, n_bins - 1))
+        by_radius[b].append(scores[-1])
         for stage in s.stages.values():
             true[b, stage] += 1
         for k, why in classify_unmatched(s.labels, pred, match).items():
             lost[b, s.stages[k], FAILURES.index(why)] += 1
-    return {"ap50": pooled_ap(scores), "true": true.tolist(), "unmatched": lost.tolist()}
+    # AP@0.5 pooled over the images of each radius bin (None where the bin has none)
+    ap_by_radius = [pooled_ap(b) if b else None for b in by_radius]
+    counts = [[sum(x.tp[0.5] for x in b), sum(x.n_true for x in b), sum(x.n_pred for x in b)]
+              for b in by_radius]  # fmt: skip
+    return {
+        "ap50": pooled_ap(scores), "ap50_by_radius": ap_by_radius,
+        "tp_true_pred_by_radius": counts, "true": true.tolist(), "unmatched": lost.tolist(),
+    }  # fmt: skip
+
+
+def ap_by_radius_over_sets(results: dict[str, dict[str, Any]]) -> list[float | None]:
+    """AP@0.5 per radius bin, the counts of every set pooled."""
+    tot = np.sum([r["tp_true_pred_by_radius"] for r in results.values()], axis=0)
+    return [float(tp / (t + p - tp)) if t + p - tp else None for tp, t, p in tot]
+
+
+def _by_radius_line(aps: list[float | None]) -> str:
+    return ", ".join(
+        f"{lo:.0f}-{hi:.0f} px {'-' if ap is None else f'{ap:.4f}'}"
+        for (lo, hi), ap in zip(itertools.pairwise(RADIUS_BINS), aps, strict=True)
+    )
 
 
 def _pct(a: float, b: float) -> str:
@@ -84,6 +109,7 @@ def _pct(a: float, b: float) -> str:
 def report(name: str, r: dict[str, Any]) -> None:
     true, lost = np.array(r["true"]), np.array(r["unmatched"])
     print(f"\n{name}: AP@0.5 {r['ap50']:.4f}, {true.sum()} true nuclei, {lost.sum()} unmatched")
+    print(f"  AP@0.5 by radius: {_by_radius_line(r['ap50_by_radius'])}")
     head = "".join(f"{s:>16}" for s in STAGES)
     print("  radius px   nuclei  unmatched % | by kind: unmatched % (nuclei)")
     print(f"  {'':32}|{head}")
@@ -109,6 +135,7 @@ def main() -> None:
     p.add_argument("--sets", default=",".join(TEST_SETS))
     p.add_argument("--n-images", type=int, default=100)
     p.add_argument("--seed", type=int, default=0, help="draw, as scopeloop evaluate --seed")
+    p.add_argument("--draws", type=int, default=1, help="pool this many draws from --seed on")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=None, help="write the counts as JSON")
@@ -118,11 +145,16 @@ def main() -> None:
     seg = get_segmenter("unet", device=a.device, weights=a.weights, tta=a.tta)
     results = {}
     for name in a.sets.split(","):
-        results[name] = breakdown(seg, name, a.n_images, a.seed)
+        results[name] = breakdown(seg, name, a.n_images, a.seed, a.draws)
         report(name, results[name])
+    if len(results) > 1:
+        print(f"\nall sets, AP@0.5 by radius: {_by_radius_line(ap_by_radius_over_sets(results))}")
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"weights": a.weights, "tta": a.tta, "n_images": a.n_images, "seed": a.seed}
+        meta = {
+            "weights": a.weights, "tta": a.tta, "n_images": a.n_images, "seed": a.seed,
+            "draws": a.draws,
+        }  # fmt: skip
         body = {"radius_bins_px": RADIUS_BINS, "kinds": STAGES, "failures": FAILURES}
         a.out.write_text(json.dumps({**meta, **body, "sets": results}, indent=1))
 

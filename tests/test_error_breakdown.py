@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -36,3 +37,30 @@ def test_unmatched_nuclei_are_told_apart_as_not_found_merged_or_outline() -> Non
     nothing = dict.fromkeys((1, 2, 3, 4, 5), "not_found")
     empty = np.zeros_like(gt)
     assert error_breakdown.classify_unmatched(gt, empty, match_objects(gt, empty)) == nothing
+
+
+def test_ap_by_radius_pools_each_image_into_its_nuclei_radius_bin() -> None:
+    from scopeloop.simulation.synthetic import test_set
+
+    samples = test_set("sparse", 8)
+    radii = [s.params["radius_px"] for s in samples]
+    assert min(radii) < 9 < max(radii)  # both halves of the bins are exercised
+
+    class SmallOnly:
+        """Finds every nucleus of images drawn under 9 px radius, none of the others."""
+
+        def segment(self, image: np.ndarray) -> np.ndarray:
+            s = next(s for s in samples if s.image is image or np.array_equal(s.image, image))
+            return s.labels if s.params["radius_px"] < 9 else np.zeros_like(s.labels)
+
+    r = error_breakdown.breakdown(SmallOnly(), "sparse", 8, seed=0)
+    bins = error_breakdown.RADIUS_BINS
+    for (lo, hi), ap in zip(itertools.pairwise(bins), r["ap50_by_radius"], strict=True):
+        held = [x for x in radii if lo <= x < hi]
+        if not held:
+            assert ap is None
+        else:
+            assert ap == (1.0 if hi <= 9 else 0.0), (lo, hi, ap)
+    # pooled over sets: the same set twice gives the same per-bin AP
+    both = error_breakdown.ap_by_radius_over_sets({"a": r, "b": r})
+    assert both == r["ap50_by_radius"]
