@@ -14,6 +14,7 @@ from scopeloop.analysis.metrics import iou_matrix, pooled_ap, score_image
 from scopeloop.analysis.segmenter import Segmenter, get_segmenter
 from scopeloop.analysis.training import unet_targets
 from scopeloop.analysis.unet import (
+    SplitUNet,
     UNet,
     UNetSegmenter,
     clip_hot_pixels,
@@ -125,6 +126,32 @@ def test_folded_batchnorm_computes_the_same_maps(crowded: list) -> None:
     x = normalise_frames(torch.from_numpy(crowded[0].image.astype(np.float32))[None])[:, None]
     with torch.no_grad():
         torch.testing.assert_close(folded(x), net(x), atol=2e-4, rtol=1e-4)
+
+
+def test_split_network_computes_the_same_maps_without_concatenating(crowded: list) -> None:
+    folded = fold_batchnorm(load_unet()[0])
+    split = SplitUNet(folded)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in split.modules())
+    assert split.channels == folded.channels
+    x = normalise_frames(torch.from_numpy(crowded[0].image.astype(np.float32))[None])[:, None]
+    with torch.no_grad():
+        torch.testing.assert_close(split(x), folded(x), atol=2e-4, rtol=1e-4)
+    # odd channel counts too: the weights are split at the upsampled input's width
+    odd = UNet((3, 5, 6, 7, 9)).eval()
+    y = torch.rand(2, 1, 48, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(SplitUNet(odd)(y), odd(y), atol=1e-5, rtol=1e-5)
+
+
+@needs_weights
+def test_split_network_on_cpu_gives_the_same_labels(crowded: list) -> None:
+    split = UNetSegmenter(device="cpu")
+    concat = UNetSegmenter(device="cpu", split_skips=False)
+    assert isinstance(split.model, SplitUNet) and not isinstance(concat.model, SplitUNet)
+    frames = np.stack([s.image for s in crowded])
+    labels = split.segment(frames)
+    assert labels.max() > 20
+    np.testing.assert_array_equal(labels, concat.segment(frames))
 
 
 @needs_weights

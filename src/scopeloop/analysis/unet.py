@@ -137,6 +137,73 @@ def fold_batchnorm(model: UNet) -> UNet:
     return folded
 
 
+class _SplitUp(nn.Module):
+    """An up block whose first convolution reads the upsampled and the skip features
+    as two convolutions summed, instead of one over their concatenation."""
+
+    def __init__(self, block: nn.Module, c_up: int) -> None:
+        super().__init__()
+        assert isinstance(block, nn.Sequential)
+        conv = block[0]
+        assert isinstance(conv, nn.Conv2d)
+        c_out, c_in = conv.out_channels, conv.in_channels
+        self.from_up = nn.Conv2d(c_up, c_out, 3, padding=1, bias=conv.bias is not None)
+        self.from_skip = nn.Conv2d(c_in - c_up, c_out, 3, padding=1, bias=False)
+        with torch.no_grad():
+            self.from_up.weight.copy_(conv.weight[:, :c_up])
+            self.from_skip.weight.copy_(conv.weight[:, c_up:])
+            if conv.bias is not None:
+                assert self.from_up.bias is not None
+                self.from_up.bias.copy_(conv.bias)
+        self.rest = nn.Sequential(*list(block)[1:])
+
+    def forward(self, up: Tensor, skip: Tensor) -> Tensor:
+        h = self.from_up(up)
+        h += self.from_skip(skip)  # a convolution's output: not needed for its backward
+        out: Tensor = self.rest(h)
+        return out
+
+
+class SplitUNet(nn.Module):
+    """An inference copy of a :class:`UNet` that never concatenates feature maps.
+
+    A 3x3 convolution over ``cat([up, skip])`` is the sum of one over ``up`` and
+    one over ``skip`` with the weights split by input channel, so each up
+    block's first convolution runs as two: the same function (to float
+    rounding), without writing and reading the concatenated map, the largest
+    at full resolution. On this CPU the concatenations in channels-last memory
+    were a fifth of a 2048x2048 frame's time (``benchmarks/unet_stages.py``
+    times both).
+    """
+
+    def __init__(self, model: UNet) -> None:
+        super().__init__()
+        model = copy.deepcopy(model).eval()
+        self.channels = model.channels
+        self.down = model.down
+        ups = list(reversed(range(len(self.channels) - 1)))
+        self.up = nn.ModuleList(
+            _SplitUp(block, self.channels[i + 1]) for block, i in zip(model.up, ups, strict=True)
+        )
+        self.head = model.head
+
+    def forward(self, x: Tensor) -> Tensor:
+        """As :meth:`UNet.forward`."""
+        skips = []
+        for i, block in enumerate(self.down):
+            if i:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        skips.pop()
+        for block in self.up:
+            skip = skips.pop()
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(x, skip)
+        out: Tensor = self.head(x)
+        return out
+
+
 def normalise_frames(
     frames: Tensor, lo_pct: float = 1.0, hi_pct: float = 99.8, clean: bool = True
 ) -> Tensor:
@@ -527,6 +594,12 @@ class UNetSegmenter:
         CPU it is 1.4x (512x512) to 2.4x (2048x2048) faster than the default
         layout (oneDNN's blocked convolutions); the maps differ by float
         rounding only (``benchmarks/unet_stages.py --device cpu``).
+    split_skips : bool, optional
+        Run each up block's first convolution as two, over the upsampled and the
+        skip features, summed (:class:`SplitUNet`), instead of over their
+        concatenation (default: on for CPU, where it makes the network 1.45x
+        faster at 2048x2048; off elsewhere until timed there). The same maps to
+        float rounding.
     cuda_graphs : bool
         CUDA only: the network and each run of propagation steps are captured as
         CUDA graphs, once per frame shape, and replayed (one launch each instead
@@ -551,6 +624,7 @@ class UNetSegmenter:
         compiled: bool | None = None,
         cuda_graphs: bool = False,
         channels_last: bool | None = None,
+        split_skips: bool | None = None,
     ) -> None:
         self.tta = bool(tta)
         self.device = select_device(device)
@@ -576,12 +650,16 @@ class UNetSegmenter:
             self._dev.type in ("cuda", "cpu") if channels_last is None else bool(channels_last)
         )
         self.compiled = (self._dev.type == "cuda") if compiled is None else bool(compiled)
-        net = fold_batchnorm(net).to(self._dev)
+        self.split_skips = self._dev.type == "cpu" if split_skips is None else bool(split_skips)
+        folded = fold_batchnorm(net)
+        inference: nn.Module = SplitUNet(folded) if self.split_skips else folded
+        inference = inference.to(self._dev)
         if self.channels_last:
-            net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            inference = inference.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if self.half:
-            net = net.half()
-        self.model = net
+            inference = inference.half()
+        #: the inference network (batch norms folded; a :class:`SplitUNet` with ``split_skips``)
+        self.model: nn.Module = inference
         given: dict[str, Any] = {
             "fg_threshold": fg_threshold, "seed_threshold": seed_threshold,
             "min_confidence": min_confidence, "min_size_px": min_size_px,
