@@ -75,6 +75,8 @@ def test_the_fingerprint_covers_every_module_the_generator_imports() -> None:
     assert render_cache.generator_modules("synthetic") == ["nuclei", "optics", "synthetic"]
     micro = render_cache.generator_modules("microscope_set")
     assert {"microscope_set", "render", "specimen", "synthetic", "optics", "nuclei"} <= set(micro)
+    # the cache's own code draws nothing: editing it must not throw the frames away
+    assert "render_cache" not in micro
     assert render_cache.generator_fingerprint("microscope_set") != (
         render_cache.generator_fingerprint("synthetic")
     )

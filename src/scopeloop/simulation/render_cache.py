@@ -7,8 +7,9 @@ simulated-microscope frames (about ten minutes), and ``scopeloop tune`` and
 fully determined by its job (seed, size, recipe or objective) and by the code
 that draws it, so it is kept as one file under a key made of both: the code's
 part is a hash of the source of the drawing module and of every module of this
-package it imports, in turn, plus the numpy and scipy versions. Any change to
-them starts a fresh cache instead of serving stale images.
+package it imports, in turn (this module aside: :data:`CACHE_FORMAT` stands for
+it), plus the numpy and scipy versions. Any change to them starts a fresh cache
+instead of serving stale images.
 
 The cache lives in ``$SCOPELOOP_CACHE_DIR`` (``off`` disables it), else in the
 user's cache folder (``$XDG_CACHE_HOME/scopeloop``, ``~/.cache/scopeloop``; on
@@ -63,6 +64,9 @@ __all__ = [
 #: environment variable naming the cache folder (``off`` disables caching)
 CACHE_ENV = "SCOPELOOP_CACHE_DIR"
 _PACKAGE = "scopeloop.simulation"
+#: what a cache file holds and how (:func:`_write`, :func:`_read`): part of every key, in
+#: place of this module's source, which draws nothing. Raise it when the file changes.
+CACHE_FORMAT = 1
 
 J = TypeVar("J")
 Pair = tuple[NDArray[Any], NDArray[Any]]
@@ -85,13 +89,16 @@ def cache_dir() -> Path | None:
 
 
 def generator_modules(module: str) -> list[str]:
-    """``module`` of this package and the package's modules it imports, in turn (sorted)."""
+    """``module`` of this package and the package's modules it imports, in turn (sorted),
+    but not this cache module (its part of the key is :data:`CACHE_FORMAT`)."""
     pkg = resources.files(_PACKAGE)
     seen: set[str] = set()
     todo = [module]
     while todo:
         name = todo.pop()
-        if name in seen or not pkg.joinpath(f"{name}.py").is_file():
+        if name in seen or name == __name__.rsplit(".", 1)[-1]:
+            continue  # the cache itself draws nothing: CACHE_FORMAT stands for it
+        if not pkg.joinpath(f"{name}.py").is_file():
             continue
         seen.add(name)
         for node in ast.walk(ast.parse(pkg.joinpath(f"{name}.py").read_text(encoding="utf-8"))):
@@ -108,7 +115,7 @@ def generator_fingerprint(module: str = "synthetic") -> str:
     for name in generator_modules(module):
         h.update(name.encode())
         h.update(pkg.joinpath(f"{name}.py").read_bytes())
-    h.update(f"numpy {np.__version__} scipy {scipy.__version__}".encode())
+    h.update(f"numpy {np.__version__} scipy {scipy.__version__} format {CACHE_FORMAT}".encode())
     return h.hexdigest()[:16]
 
 
