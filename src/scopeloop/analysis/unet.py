@@ -115,8 +115,13 @@ class UNet(nn.Module):
         for block in self.up:
             skip = skips.pop()
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = block(torch.cat([x, skip], dim=1))
+            x = self._up_block(block, x, skip)
         out: Tensor = self.head(x)
+        return out
+
+    @staticmethod
+    def _up_block(block: nn.Module, up: Tensor, skip: Tensor) -> Tensor:
+        out: Tensor = block(torch.cat([up, skip], dim=1))
         return out
 
 
@@ -164,7 +169,7 @@ class _SplitUp(nn.Module):
         return out
 
 
-class SplitUNet(nn.Module):
+class SplitUNet(UNet):
     """An inference copy of a :class:`UNet` that never concatenates feature maps.
 
     A 3x3 convolution over ``cat([up, skip])`` is the sum of one over ``up`` and
@@ -177,7 +182,7 @@ class SplitUNet(nn.Module):
     """
 
     def __init__(self, model: UNet) -> None:
-        super().__init__()
+        nn.Module.__init__(self)  # the layers are the model's, not new ones
         model = copy.deepcopy(model).eval()
         self.channels = model.channels
         self.down = model.down
@@ -187,20 +192,9 @@ class SplitUNet(nn.Module):
         )
         self.head = model.head
 
-    def forward(self, x: Tensor) -> Tensor:
-        """As :meth:`UNet.forward`."""
-        skips = []
-        for i, block in enumerate(self.down):
-            if i:
-                x = F.max_pool2d(x, 2)
-            x = block(x)
-            skips.append(x)
-        skips.pop()
-        for block in self.up:
-            skip = skips.pop()
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = block(x, skip)
-        out: Tensor = self.head(x)
+    @staticmethod
+    def _up_block(block: nn.Module, up: Tensor, skip: Tensor) -> Tensor:
+        out: Tensor = block(up, skip)
         return out
 
 
