@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from scopeloop.analysis.metrics import Match, match_objects, pooled_ap, score_image
+from scopeloop.analysis.metrics import (
+    ImageScores,
+    Match,
+    match_objects,
+    pooled_ap,
+    score_image,
+)
 from scopeloop.analysis.segmenter import get_segmenter
 from scopeloop.simulation.synthetic import STAGES, TEST_SETS, test_set
 
@@ -62,13 +68,16 @@ def classify_unmatched(gt: np.ndarray, pred: np.ndarray, match: Match) -> dict[i
     return out
 
 
-def breakdown(seg: Any, set_name: str, n_images: int, seed: int, draws: int = 1) -> dict[str, Any]:
+def breakdown(
+    seg: Any, set_name: str, n_images: int, seed: int, draws: int = 1
+) -> tuple[dict[str, Any], list[list[ImageScores]]]:
+    """The set's counts (JSON-ready) and its images' scores in each radius bin."""
     samples = [s for d in range(seed, seed + draws) for s in test_set(set_name, n_images, draw=d)]
     n_bins = len(RADIUS_BINS) - 1
     true = np.zeros((n_bins, len(STAGES)), int)
     lost = np.zeros((n_bins, len(STAGES), len(FAILURES)), int)
     scores = []
-    by_radius: list[list[Any]] = [[] for _ in range(n_bins)]
+    by_radius: list[list[ImageScores]] = [[] for _ in range(n_bins)]
     for s in samples:
         pred = seg.segment(s.image)
         match = match_objects(s.labels, pred)  # one IoU matrix and assignment per image
@@ -79,20 +88,18 @@ def breakdown(seg: Any, set_name: str, n_images: int, seed: int, draws: int = 1)
             true[b, stage] += 1
         for k, why in classify_unmatched(s.labels, pred, match).items():
             lost[b, s.stages[k], FAILURES.index(why)] += 1
-    # AP@0.5 pooled over the images of each radius bin (None where the bin has none)
-    ap_by_radius = [pooled_ap(b) if b else None for b in by_radius]
-    counts = [[sum(x.tp[0.5] for x in b), sum(x.n_true for x in b), sum(x.n_pred for x in b)]
-              for b in by_radius]  # fmt: skip
-    return {
-        "ap50": pooled_ap(scores), "ap50_by_radius": ap_by_radius,
-        "tp_true_pred_by_radius": counts, "true": true.tolist(), "unmatched": lost.tolist(),
+    result = {
+        "ap50": pooled_ap(scores), "ap50_by_radius": ap_by_radius([by_radius]),
+        "true": true.tolist(), "unmatched": lost.tolist(),
     }  # fmt: skip
+    return result, by_radius
 
 
-def ap_by_radius_over_sets(results: dict[str, dict[str, Any]]) -> list[float | None]:
-    """AP@0.5 per radius bin, the counts of every set pooled."""
-    tot = np.sum([r["tp_true_pred_by_radius"] for r in results.values()], axis=0)
-    return [float(tp / (t + p - tp)) if t + p - tp else None for tp, t, p in tot]
+def ap_by_radius(sets: list[list[list[ImageScores]]]) -> list[float | None]:
+    """AP@0.5 per radius bin, pooled over the images of every set given (each set's
+    scores by bin, as :func:`breakdown` returns them); None where a bin has no image."""
+    pooled = [[s for bins in sets for s in bins[b]] for b in range(len(RADIUS_BINS) - 1)]
+    return [pooled_ap(b) if b else None for b in pooled]
 
 
 def _by_radius_line(aps: list[float | None]) -> str:
@@ -143,12 +150,13 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     seg = get_segmenter("unet", device=a.device, weights=a.weights, tta=a.tta)
-    results = {}
+    results, by_radius = {}, []
     for name in a.sets.split(","):
-        results[name] = breakdown(seg, name, a.n_images, a.seed, a.draws)
+        results[name], scores = breakdown(seg, name, a.n_images, a.seed, a.draws)
+        by_radius.append(scores)
         report(name, results[name])
     if len(results) > 1:
-        print(f"\nall sets, AP@0.5 by radius: {_by_radius_line(ap_by_radius_over_sets(results))}")
+        print(f"\nall sets, AP@0.5 by radius: {_by_radius_line(ap_by_radius(by_radius))}")
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         meta = {

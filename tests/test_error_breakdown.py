@@ -53,7 +53,7 @@ def test_ap_by_radius_pools_each_image_into_its_nuclei_radius_bin() -> None:
             s = next(s for s in samples if s.image is image or np.array_equal(s.image, image))
             return s.labels if s.params["radius_px"] < 9 else np.zeros_like(s.labels)
 
-    r = error_breakdown.breakdown(SmallOnly(), "sparse", 8, seed=0)
+    r, scores = error_breakdown.breakdown(SmallOnly(), "sparse", 8, seed=0)
     bins = error_breakdown.RADIUS_BINS
     for (lo, hi), ap in zip(itertools.pairwise(bins), r["ap50_by_radius"], strict=True):
         held = [x for x in radii if lo <= x < hi]
@@ -62,5 +62,5 @@ def test_ap_by_radius_pools_each_image_into_its_nuclei_radius_bin() -> None:
         else:
             assert ap == (1.0 if hi <= 9 else 0.0), (lo, hi, ap)
     # pooled over sets: the same set twice gives the same per-bin AP
-    both = error_breakdown.ap_by_radius_over_sets({"a": r, "b": r})
+    both = error_breakdown.ap_by_radius([scores, scores])
     assert both == r["ap50_by_radius"]
