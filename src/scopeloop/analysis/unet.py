@@ -585,13 +585,13 @@ class UNetSegmenter:
         new shape pays the compilation: call :meth:`warm_up` before acquiring.
     channels_last : bool, optional
         The network in channels-last memory (default: on for CUDA and CPU). On
-        CPU it is 1.4x (512x512) to 2.4x (2048x2048) faster than the default
-        layout (oneDNN's blocked convolutions); the maps differ by float
-        rounding only (``benchmarks/unet_stages.py --device cpu``).
+        CPU a frame takes 1.3x (512x512) to 1.6x (2048x2048) less time than in
+        the default layout (oneDNN's blocked convolutions); the maps differ by
+        float rounding only (``benchmarks/unet_stages.py --device cpu``).
     split_skips : bool, optional
         Run each up block's first convolution as two, over the upsampled and the
         skip features, summed (:class:`SplitUNet`), instead of over their
-        concatenation (default: on for CPU, where it makes the network 1.45x
+        concatenation (default: on for CPU, where it makes the network 1.4x
         faster at 2048x2048; off elsewhere until timed there). The same maps to
         float rounding.
     cuda_graphs : bool
