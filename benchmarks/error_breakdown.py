@@ -7,7 +7,8 @@ network can aim at them (and a change that trades large nuclei for small
 ones shows).
 
     python benchmarks/error_breakdown.py [--weights unet.pt] [--n-images 100] [--seed 0]
-        [--draws 1] [--device cpu] [--threads 2] [--out bench_results/error_breakdown.json]
+        [--draws 1] [--device cpu] [--threads 2] [--workers 2]
+        [--out bench_results/error_breakdown.json]
 
 An unmatched true nucleus is "not found" when no predicted object reaches IoU
 0.1 with it, "merged" when the predicted object that overlaps it most also
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,8 @@ from scopeloop.analysis.metrics import (
     score_image,
 )
 from scopeloop.analysis.segmenter import get_segmenter
-from scopeloop.simulation.synthetic import STAGES, TEST_SETS, test_set
+from scopeloop.simulation.render_cache import samples_cached
+from scopeloop.simulation.synthetic import STAGES, TEST_SETS, test_set_seeds
 
 #: radius bin edges in px: the training recipe's 4-22 px split where the errors change
 RADIUS_BINS = (4.0, 6.0, 9.0, 13.0, 23.0)
@@ -69,10 +72,15 @@ def classify_unmatched(gt: np.ndarray, pred: np.ndarray, match: Match) -> dict[i
 
 
 def breakdown(
-    seg: Any, set_name: str, n_images: int, seed: int, draws: int = 1
+    seg: Any, set_name: str, n_images: int, seed: int, draws: int = 1, workers: int = 1
 ) -> tuple[dict[str, Any], list[list[ImageScores]]]:
-    """The set's counts (JSON-ready) and its images' scores in each radius bin."""
-    samples = [s for d in range(seed, seed + draws) for s in test_set(set_name, n_images, draw=d)]
+    """The set's counts (JSON-ready) and its images' scores in each radius bin (the
+    images of ``test_set``, read from the render cache, the rest drawn in ``workers``
+    processes)."""
+    samples = []
+    for d in range(seed, seed + draws):
+        recipe, seeds = test_set_seeds(set_name, n_images, draw=d)
+        samples += samples_cached(seeds, (256, 256), workers, recipe)[0]
     n_bins = len(RADIUS_BINS) - 1
     true = np.zeros((n_bins, len(STAGES)), int)
     lost = np.zeros((n_bins, len(STAGES), len(FAILURES)), int)
@@ -145,6 +153,10 @@ def main() -> None:
     p.add_argument("--draws", type=int, default=1, help="pool this many draws from --seed on")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1,
+        help="processes drawing the images not in the render cache (default: one per core)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="write the counts as JSON")
     a = p.parse_args()
     if a.threads:
@@ -152,7 +164,7 @@ def main() -> None:
     seg = get_segmenter("unet", device=a.device, weights=a.weights, tta=a.tta)
     results, by_radius = {}, []
     for name in a.sets.split(","):
-        results[name], scores = breakdown(seg, name, a.n_images, a.seed, a.draws)
+        results[name], scores = breakdown(seg, name, a.n_images, a.seed, a.draws, a.workers)
         by_radius.append(scores)
         report(name, results[name])
     if len(results) > 1:

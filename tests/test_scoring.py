@@ -275,6 +275,11 @@ def test_evaluate_command_serves_runs_and_segmenters(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "not both" in res.output
     res = runner.invoke(app, ["evaluate", str(tmp_path)])
     assert res.exit_code == 2 and "not a run folder" in res.output
+    # an option of the other mode is refused, not silently ignored
+    res = runner.invoke(app, ["evaluate", str(tmp_path), "--workers", "2", "--tta"])
+    assert res.exit_code == 2 and "--workers, --tta only apply" in res.output
+    res = runner.invoke(app, ["evaluate", "-s", "classical", "--no-reference"])
+    assert res.exit_code == 2 and "--no-reference only applies when scoring a RUN" in res.output
     # Without RUN, --segmenter scores segmenters against exact labels.
     out = tmp_path / "seg.json"
     args = ["evaluate", "--segmenter", "classical", "--set", "sparse", "--n-images", "1"]

@@ -135,6 +135,18 @@ def evaluate(
             raise BadInput("give a RUN folder to score, or --segmenter NAME to score segmenters")
         if run is not None and (segmenter or weights):
             raise BadInput("give either a RUN folder or --segmenter/--weights, not both")
+        # an option of the other mode would be silently ignored: say so instead
+        segmenter_only = {
+            "--set": test_set, "--folder": folder, "--workers": workers,
+            "--n-images": n_images, "--quick": quick, "--tta": tta, "--seed": seed,
+            "--draws": draws != 1, "--nucleus-diameter": nucleus_diameter,
+        }  # fmt: skip
+        run_only = {"--no-reference": no_reference, "--min-frames": min_frames != 5}
+        stray = [k for k, v in (segmenter_only if run else run_only).items() if v]
+        if stray:
+            verb = "apply" if len(stray) > 1 else "applies"
+            mode = "segmenters, without a RUN folder" if run else "a RUN folder"
+            raise BadInput(f"{', '.join(stray)} only {verb} when scoring {mode}")
         weights = require_weights("--weights", weights)
         if threads is not None:
             import torch

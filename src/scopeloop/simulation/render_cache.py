@@ -59,6 +59,7 @@ __all__ = [
     "generator_fingerprint",
     "remove_cache_folders",
     "render_pairs_cached",
+    "samples_cached",
 ]
 
 #: environment variable naming the cache folder (``off`` disables caching)
@@ -245,6 +246,25 @@ def _recipe_key(recipe: Recipe) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def samples_cached(
+    seeds: Sequence[int],
+    shape: tuple[int, int] = (256, 256),
+    workers: int = 1,
+    recipe: Recipe | Sequence[Recipe] = TRAIN_RECIPE,
+    root: Path | None = None,
+) -> tuple[list[SyntheticSample], int]:
+    """The synthetic samples of ``seeds`` (with their stages and drawing parameters)
+    through :func:`cached_samples`; also how many came from the cache."""
+    recipes = per_seed(seeds, recipe)
+    keys: dict[int, str] = {}  # by identity: one hash per distinct recipe object
+    names = [
+        f"{shape[0]}x{shape[1]}/{keys.setdefault(id(r), _recipe_key(r))}/{int(s)}.npz"
+        for s, r in zip(seeds, recipes, strict=True)
+    ]
+    jobs = [(int(s), shape, r) for s, r in zip(seeds, recipes, strict=True)]
+    return cached_samples("synthetic", sample_of_job, jobs, names, workers, root)
+
+
 def render_pairs_cached(
     seeds: Sequence[int],
     shape: tuple[int, int] = (256, 256),
@@ -257,12 +277,5 @@ def render_pairs_cached(
     Returns the pairs (the same arrays ``render_pairs`` gives) and how many
     came from the cache.
     """
-    recipes = per_seed(seeds, recipe)
-    keys: dict[int, str] = {}  # by identity: one hash per distinct recipe object
-    names = [
-        f"{shape[0]}x{shape[1]}/{keys.setdefault(id(r), _recipe_key(r))}/{int(s)}.npz"
-        for s, r in zip(seeds, recipes, strict=True)
-    ]
-    jobs = [(int(s), shape, r) for s, r in zip(seeds, recipes, strict=True)]
-    samples, hits = cached_samples("synthetic", sample_of_job, jobs, names, workers, root)
+    samples, hits = samples_cached(seeds, shape, workers, recipe, root)
     return [(s.image, s.labels) for s in samples], hits
