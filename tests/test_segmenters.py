@@ -232,6 +232,11 @@ def test_bench_times_the_binned_unet_beside_the_plain_one() -> None:
     assert rows[("unet", 8)]["bin_factor"] == 1 and rows[("unet@68px", 8)]["bin_factor"] == 2
     assert all(r["size"] == 64 and r["frames_per_s"] > 0 for r in rows.values())
     assert result["nucleus_diameter_px"] == 68
+    # measuring the nuclei in each call: the crowded frames' small nuclei are not binned
+    result = run(
+        quick=True, device="cpu", nucleus_diameter_px="auto", sizes=(64,), segmenters=["unet"]
+    )
+    assert [(r["segmenter"], r["bin_factor"]) for r in result["results"]][-1] == ("unet@auto", 1)
 
 
 def test_microscope_sets_are_frames_of_the_specimen_with_their_labels() -> None:
@@ -275,6 +280,16 @@ def test_evaluate_cli_bins_frames_whose_nuclei_outgrow_the_unet(tmp_path) -> Non
     scores = payload["results"]["unet"]["microscope_40x"]
     assert payload["nucleus_diameter_px"] == 68 and scores["n_true"] >= 100
     assert scores["ap"]["0.5"] >= 0.8  # 0.83 binned, 0.52 unbinned
+    # not told the diameter: measured in each frame, and binned where the nuclei need it
+    res = CliRunner().invoke(
+        app, [*args, "--device", "cpu", "--nucleus-diameter", "auto", "--json", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "nucleus diameter measured per image" in res.output
+    auto = json.loads(out.read_text())["results"]["unet"]["microscope_40x"]
+    assert auto["bin_factor"].count(2) >= 10 and auto["ap"]["0.5"] >= 0.8
+    bad = CliRunner().invoke(app, [*args, "--nucleus-diameter", "big"])
+    assert bad.exit_code == 2 and "give the diameter in pixels (e.g. 68) or auto" in bad.output
 
 
 def test_a_test_set_holds_the_same_images_whatever_was_drawn_before_it() -> None:

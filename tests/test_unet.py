@@ -462,6 +462,35 @@ def test_binned_segmentation_returns_full_size_labels() -> None:
 
 
 @needs_weights
+def test_auto_diameter_bins_large_nuclei_and_leaves_small_ones_as_they_are() -> None:
+    from scopeloop.analysis.unet import UNetSegmenter
+    from scopeloop.simulation.synthetic import TRAIN_RECIPE, make_sample
+
+    auto = UNetSegmenter(device="cpu", nucleus_diameter_px="auto")
+    plain = UNetSegmenter(device="cpu")
+    # nuclei in the trained range (8-44 px): segmented as they are, the same labels
+    for s in test_set("sparse", 2):
+        assert np.array_equal(auto.segment(s.image), plain.segment(s.image))
+        assert auto.last_bin_factor == 1 and 8 < auto.last_diameter_px < 44  # type: ignore[operator]
+    # a field of nuclei about 60 px across (as at 40x, shown 2x larger): the network at
+    # full resolution cuts them into pieces; measured, they are segmented 2x2-binned
+    s = make_sample(3, (256, 256), replace(TRAIN_RECIPE, radius_px=(28.0, 32.0)))
+    big = np.kron(s.image, np.ones((2, 2), s.image.dtype))
+    truth = np.kron(s.labels, np.ones((2, 2), s.labels.dtype))
+    lab = auto.segment(big)
+    assert auto.last_bin_factor == 2 and 45 < auto.last_diameter_px < 80  # type: ignore[operator]
+    assert np.array_equal(lab, UNetSegmenter(device="cpu", nucleus_diameter_px=60).segment(big))
+    assert pooled_ap([score_image(truth, lab)]) >= 0.9
+    assert pooled_ap([score_image(truth, plain.segment(big))]) < 0.5
+    # an empty field: nothing measured, nothing found, not binned
+    blank = np.random.default_rng(0).poisson(100.0, (256, 256)).astype(np.uint16)
+    assert auto.segment(blank).max() == 0 and auto.last_bin_factor == 1
+    assert np.isnan(auto.last_diameter_px)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="a number of pixels or 'auto'"):
+        UNetSegmenter(device="cpu", nucleus_diameter_px="large")
+
+
+@needs_weights
 def test_no_objects_on_empty_frames_whose_size_needs_padding() -> None:
     # 100x100 and 86x250 frames are padded to multiples of 16 before the network; the
     # padding must not turn the noise at the edge into nuclei (an empty well stays empty)

@@ -168,7 +168,7 @@ def segmenter_entries(
     names: Sequence[str],
     weights: Sequence[str | Path] = (),
     tta: bool = False,
-    nucleus_diameter_px: float | None = None,
+    nucleus_diameter_px: float | str | None = None,
 ) -> list[tuple[str, str, dict[str, Any]]]:
     """``(label, registry name, options)`` for ``names`` plus one segmenter per
     weights entry (see :func:`parse_weights`), labelled ``<segmenter>:<path>``, so

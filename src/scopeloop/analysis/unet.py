@@ -45,6 +45,7 @@ from .segmenter import as_batch, select_device
 from .weights_file import read_weights
 
 __all__ = [
+    "AUTO_DIAMETER",
     "EXTRACTION_DEFAULTS",
     "UNet",
     "UNetSegmenter",
@@ -54,7 +55,9 @@ __all__ = [
     "extract_instances",
     "fold_batchnorm",
     "load_unet",
+    "median_diameter_px",
     "normalise_frames",
+    "trained_diameter_px",
 ]
 
 #: instance-extraction settings a weights record holds, with the values used when it does not
@@ -66,6 +69,10 @@ DEFAULT_CHANNELS = (8, 16, 32, 64, 128)
 _MULTIPLE = 16
 #: nucleus radius range of the training images when the weights do not record it
 _TRAINED_RADIUS_PX = (4.0, 22.0)
+#: ``nucleus_diameter_px`` value that has the segmenter measure the nuclei in each call
+AUTO_DIAMETER = "auto"
+#: smallest binned frame side a diameter probe runs on (a few nuclei across at most)
+_MIN_PROBE_PX = 64
 
 
 class _Block(nn.Sequential):
@@ -512,6 +519,13 @@ def extract_instances(
     return new_id[inverse].view(n, h, w).to(torch.int32)
 
 
+def trained_diameter_px(meta: dict[str, Any]) -> float:
+    """The largest nucleus diameter the weights' training images held (44 px shipped)."""
+    data = meta.get("data")
+    recipe = data.get("recipe") if isinstance(data, dict) else None  # none for user folders
+    return 2 * float((recipe or {}).get("radius_px", _TRAINED_RADIUS_PX)[1])
+
+
 def bin_factor(nucleus_diameter_px: float | None, meta: dict[str, Any]) -> int:
     """Integer binning that brings nuclei of this diameter into the trained size range.
 
@@ -523,10 +537,18 @@ def bin_factor(nucleus_diameter_px: float | None, meta: dict[str, Any]) -> int:
         return 1
     if not nucleus_diameter_px > 0:
         raise ValueError(f"nucleus_diameter_px must be positive, got {nucleus_diameter_px!r}")
-    data = meta.get("data")
-    recipe = data.get("recipe") if isinstance(data, dict) else None  # none for user folders
-    r_max = float((recipe or {}).get("radius_px", _TRAINED_RADIUS_PX)[1])
-    return max(1, math.ceil(nucleus_diameter_px / (2 * r_max)))
+    return max(1, math.ceil(nucleus_diameter_px / trained_diameter_px(meta)))
+
+
+def median_diameter_px(labels: Tensor) -> float:
+    """Equivalent diameter of the median object of ``(N, H, W)`` labels, pooled over
+    the frames (nan when there is none): one host sync."""
+    n, h, w = labels.shape
+    keyed = labels.long() + (torch.arange(n, device=labels.device) * (h * w + 1)).view(n, 1, 1)
+    ids, areas = torch.unique(keyed[labels > 0], return_counts=True)
+    if not len(ids):
+        return math.nan
+    return 2 * math.sqrt(float(areas.float().median()) / math.pi)
 
 
 def default_weights_path() -> Path:
@@ -572,12 +594,16 @@ class UNetSegmenter:
         flips (left-right, up-down, both). Four network passes per frame for a
         small accuracy gain; the flips are run one after another, so memory
         stays that of one pass.
-    nucleus_diameter_px : float, optional
+    nucleus_diameter_px : float or "auto", optional
         Typical nucleus diameter in the frames. Nuclei larger than the training
         images held (diameter above 44 px for the shipped weights, e.g. 40x
         without binning) are segmented on frames mean-binned by the smallest
         integer factor that brings them into range (:attr:`bin_factor`);
         labels come back at full resolution. None: frames as they are.
+        ``"auto"``: measured in each call from the network's own objects, in
+        coarse probes and at full resolution, for images of unknown pixel size;
+        the call's frames share one binning (:attr:`last_diameter_px`,
+        :attr:`last_bin_factor`).
     compiled : bool, optional
         Instance extraction as fused compiled kernels (default: on for CUDA,
         where it is most of the time per frame otherwise; needs Triton, and falls
@@ -614,7 +640,7 @@ class UNetSegmenter:
         min_confidence: float | None = None,
         model: UNet | None = None,
         tta: bool = False,
-        nucleus_diameter_px: float | None = None,
+        nucleus_diameter_px: float | str | None = None,
         compiled: bool | None = None,
         cuda_graphs: bool = False,
         channels_last: bool | None = None,
@@ -637,8 +663,22 @@ class UNetSegmenter:
             net, meta = load_unet(weights)
             self.weights_path = Path(weights) if weights is not None else default_weights_path()
         self.meta = meta
-        #: frames are mean-binned by this factor before the network (1: not at all)
-        self.bin_factor = bin_factor(nucleus_diameter_px, meta)
+        if isinstance(nucleus_diameter_px, str) and nucleus_diameter_px != AUTO_DIAMETER:
+            raise ValueError(
+                f"nucleus_diameter_px must be a number of pixels or {AUTO_DIAMETER!r}, "
+                f"got {nucleus_diameter_px!r}"
+            )
+        #: the nucleus diameter is measured in each call (``nucleus_diameter_px="auto"``)
+        self.auto_diameter = nucleus_diameter_px == AUTO_DIAMETER
+        diameter = None if isinstance(nucleus_diameter_px, str) else nucleus_diameter_px
+        #: frames are mean-binned by this factor before the network (1: not at all;
+        #: with :attr:`auto_diameter`, chosen per call: :attr:`last_bin_factor`)
+        self.bin_factor = bin_factor(diameter, meta)
+        self.trained_diameter_px = trained_diameter_px(meta)
+        #: the binning the last call used, and with :attr:`auto_diameter` the nucleus
+        #: diameter it measured (nan: no nucleus found)
+        self.last_bin_factor = self.bin_factor
+        self.last_diameter_px: float | None = None
         self.half = (self._dev.type == "cuda") if half is None else half
         self.channels_last = (
             self._dev.type in ("cuda", "cpu") if channels_last is None else bool(channels_last)
@@ -719,9 +759,16 @@ class UNetSegmenter:
         """Labels, and the float32 frames they were found in with hot pixels replaced
         (at full resolution, before any binning)."""
         cleaned = clip_hot_pixels(frames.float())
+        if self.auto_diameter:
+            self.last_diameter_px, self.last_bin_factor, labels = self._estimate(cleaned)
+        else:
+            labels = self._segment_binned(cleaned, self.bin_factor)
+        return labels, cleaned
+
+    def _segment_binned(self, cleaned: Tensor, f: int) -> Tensor:
+        """Labels of cleaned frames segmented after mean-binning by ``f``."""
         x = cleaned
-        f = self.bin_factor
-        h, w = frames.shape[-2:]
+        h, w = cleaned.shape[-2:]
         if f > 1:  # as a camera bins: mean of f x f pixels (edge pixels repeated to fill)
             x = F.pad(x.unsqueeze(1), (0, (-w) % f, 0, (-h) % f), mode="replicate")
             x = F.avg_pool2d(x, f).squeeze(1)
@@ -738,7 +785,45 @@ class UNetSegmenter:
         )
         if f > 1:
             labels = labels.repeat_interleave(f, -2).repeat_interleave(f, -1)[..., :h, :w]
-        return labels, cleaned
+        return labels
+
+    def _estimate(self, cleaned: Tensor) -> tuple[float, int, Tensor]:
+        """Measure the nuclei's diameter and segment at the binning it calls for:
+        (diameter px, bin factor, labels).
+
+        The network draws nuclei in its trained size range at their true size, but
+        cuts much larger ones into pieces, so the frames alone do not say which
+        they hold. Coarse probes settle it: binned by 2, 4, 8, ... (while the
+        binned frame is at least 64 px), a median object measured at more than half
+        the trained diameter in binned pixels is a large nucleus seen in range,
+        while small nuclei, merged by coarse binning, stay under that (and one a
+        quarter of the frame across is background, not a nucleus). The largest
+        such measure wins; without one, the full-resolution pass gives the
+        diameter (which still asks for a 2x bin for nuclei just above the range).
+        Costs about 1.3-1.5 full-resolution passes for small nuclei, less for
+        large ones.
+        """
+        top = self.trained_diameter_px
+        probes: dict[int, Tensor] = {}
+        seen: list[float] = []
+        f = 2
+        while min(cleaned.shape[-2:]) // f >= _MIN_PROBE_PX:
+            probes[f] = self._segment_binned(cleaned, f)
+            d = median_diameter_px(probes[f])
+            # a quarter of the frame or more across: background or haze, not a nucleus
+            if top / 2 < d / f and 4 * d <= min(cleaned.shape[-2:]):
+                seen.append(d)
+            f *= 2
+        if seen:
+            diameter = max(seen)
+        else:
+            probes[1] = self._segment_binned(cleaned, 1)
+            diameter = median_diameter_px(probes[1])
+        chosen = bin_factor(diameter, self.meta) if diameter == diameter else 1  # nan: none
+        labels = probes.get(chosen)
+        if labels is None:
+            labels = self._segment_binned(cleaned, chosen)
+        return diameter, chosen, labels
 
     def warm_up(self, height: int, width: int, batch: int = 1) -> None:
         """Run one blank batch of this shape, so the first real frame pays no

@@ -51,7 +51,7 @@ def run(
     device: str = "auto",
     weights: Sequence[str | Path] = (),
     tta: bool = False,
-    nucleus_diameter_px: float | None = None,
+    nucleus_diameter_px: float | str | None = None,
     sizes: Sequence[int] = (512, 2048),
     segmenters: Sequence[str] = ("classical", "unet"),
 ) -> dict[str, Any]:
@@ -63,7 +63,8 @@ def run(
     also timed with test-time flip averaging (``<name>+tta``). With
     ``nucleus_diameter_px``, each U-Net is also timed as it runs for nuclei of
     that size (``<name>@<d>px``): binned on the device when they are larger than
-    it was trained on, as at 40x and 60x, so the two figures sit side by side.
+    it was trained on, as at 40x and 60x, so the two figures sit side by side
+    (``"auto"``: measuring the nuclei in each call, ``<name>@auto``).
     """
     import torch
 
@@ -80,7 +81,11 @@ def run(
     d = nucleus_diameter_px
     if d is not None:
         entries += [
-            (f"{label}@{d:g}px", kind, {**opts, "nucleus_diameter_px": d})
+            (
+                f"{label}@{d if isinstance(d, str) else f'{d:g}px'}",
+                kind,
+                {**opts, "nucleus_diameter_px": d},
+            )
             for label, kind, opts in entries
             if kind == "unet"
         ]
@@ -113,7 +118,8 @@ def run(
                         "segmenter": name, "device": seg.device, "size": size, "batch": batch,
                         "path": path, "ms_per_call": 1e3 * t, "ms_per_frame": 1e3 * t / batch,
                         "frames_per_s": batch / t, "repeats": repeats,
-                        "bin_factor": getattr(seg, "bin_factor", 1),
+                        # the binning the frames were segmented at (with "auto": chosen)
+                        "bin_factor": getattr(seg, "last_bin_factor", 1),
                     }  # fmt: skip
                     results.append(rec)
                     print(

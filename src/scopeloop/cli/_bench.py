@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import BadInput, cli_errors, require_weights
+from ._common import BadInput, cli_errors, parse_diameter, require_weights
 
 # name -> module under scopeloop.bench exposing `run(quick: bool, device: str) -> dict`
 BENCHMARKS = {
@@ -39,13 +39,13 @@ def bench(
         "-s",
         help="Segmenters to time (segmentation; repeatable; default classical and unet).",
     ),
-    nucleus_diameter: float | None = typer.Option(
+    nucleus_diameter: str | None = typer.Option(
         None,
         "--nucleus-diameter",
-        min=0.1,
-        metavar="PX",
+        metavar="PX|auto",
         help="Also time each U-Net as it runs for nuclei this many pixels wide: binned on the "
-        "device when they are larger than it was trained on (segmentation).",
+        "device when they are larger than it was trained on (segmentation). auto: as it "
+        "runs measuring the nuclei in each call.",
     ),
 ) -> None:
     """Run speed benchmarks; print the figures and write one JSON file per benchmark."""
@@ -55,6 +55,7 @@ def bench(
         if unknown:
             raise BadInput(f"unknown benchmark {unknown[0]!r}; choose from {list(BENCHMARKS)}")
         weights = require_weights("--weights", weights)
+        diameter = parse_diameter("--nucleus-diameter", nucleus_diameter)
         out.mkdir(parents=True, exist_ok=True)
         for name in chosen:
             try:
@@ -70,8 +71,8 @@ def bench(
                 options["tta"] = True
             if segmenters and "segmenters" in params:
                 options["segmenters"] = segmenters
-            if nucleus_diameter is not None and "nucleus_diameter_px" in params:
-                options["nucleus_diameter_px"] = nucleus_diameter
+            if diameter is not None and "nucleus_diameter_px" in params:
+                options["nucleus_diameter_px"] = diameter
             result = module.run(quick=quick, device=device, **options)
             path = out / f"{name}.json"
             path.write_text(json.dumps(result, indent=2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import shlex
 import sys
 import traceback
@@ -52,6 +53,19 @@ def require_weights(option: str, specs: Sequence[Path] | None) -> list[Path]:
         if not path.exists():
             raise BadInput(f"{option} {str(spec)!r}: no such file or folder {str(path)!r}")
     return list(specs or [])
+
+
+def parse_diameter(option: str, text: str | None) -> float | str | None:
+    """A nucleus diameter option: pixels (a positive number) or ``auto``."""
+    if text is None or text.strip().lower() == "auto":
+        return None if text is None else "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise BadInput(f"{option} {text!r}: give the diameter in pixels (e.g. 68) or auto")
+    return value
 
 
 @contextlib.contextmanager

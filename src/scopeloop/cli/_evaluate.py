@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import BadInput, cli_errors, require_weights
+from ._common import BadInput, cli_errors, parse_diameter, require_weights
 
 
 def evaluate(
@@ -120,12 +120,13 @@ def evaluate(
         ),
     ] = 1,
     nucleus_diameter: Annotated[
-        float | None,
+        str | None,
         typer.Option(
             "--nucleus-diameter",
-            min=0.1,
+            metavar="PX|auto",
             help="Typical nucleus diameter in pixels. The U-Net bins frames whose nuclei are "
-            "larger than it was trained on (e.g. 68 for microscope_40x).",
+            "larger than it was trained on (e.g. 68 for microscope_40x). auto: measured in "
+            "each image (for images of unknown or mixed pixel sizes).",
         ),
     ] = None,
 ) -> None:
@@ -166,7 +167,7 @@ def evaluate(
                 seed=seed,
                 draws=draws,
                 tta=tta,
-                nucleus_diameter_px=nucleus_diameter,
+                nucleus_diameter_px=parse_diameter("--nucleus-diameter", nucleus_diameter),
             )
             return
         assert run is not None

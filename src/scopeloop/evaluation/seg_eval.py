@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
 from scopeloop.analysis.metrics import THRESHOLDS, aggregate, bootstrap_ap, score_image
 from scopeloop.analysis.segmenter import get_segmenter, segmenter_entries
+
+if TYPE_CHECKING:
+    from scopeloop.analysis.unet import UNetSegmenter
 
 __all__ = ["evaluate_segmenters", "evaluate_segmenters_cli", "load_sets"]
 
@@ -83,7 +87,7 @@ def evaluate_segmenters(
     device: str = "auto",
     weights: Sequence[str | Path] = (),
     tta: bool = False,
-    nucleus_diameter_px: float | None = None,
+    nucleus_diameter_px: float | str | None = None,
 ) -> dict[str, Any]:
     """Score each segmenter on each set; returns ``{segmenter: {set: scores}}``.
 
@@ -110,16 +114,23 @@ def evaluate_segmenters(
         results[name] = {"device": seg.device}
         boot = []
         for i, (set_name, pairs) in enumerate(data.items()):
-            per_image = []
+            per_image, measured = [], []
             t0 = time.perf_counter()
             for img, lab in pairs:
                 per_image.append(score_image(lab, seg.segment(img)))
+                if getattr(seg, "auto_diameter", False):  # what it measured, and chose
+                    unet = cast("UNetSegmenter", seg)
+                    measured.append((unet.last_diameter_px, unet.last_bin_factor))
             dt = (time.perf_counter() - t0) / max(len(pairs), 1)
             results[name][set_name] = {
                 **aggregate(per_image),
                 "s_per_image": dt,
                 "per_image": [s.as_dict() for s in per_image],
             }
+            if measured:
+                entry = results[name][set_name]
+                entry["diameter_px"] = [None if d != d else d for d, _ in measured]  # nan: none
+                entry["bin_factor"] = [f for _, f in measured]
             boot.append(bootstrap_ap(per_image, 0.5, n_boot=1000, seed=i))
         aps = [results[name][s]["ap"]["0.5"] for s in data]
         results[name]["mean_ap50_over_sets"] = float(np.mean(aps)) if aps else None
@@ -153,7 +164,7 @@ def evaluate_segmenters_cli(
     quick: bool = False,
     weights: Sequence[Path] = (),
     tta: bool = False,
-    nucleus_diameter_px: float | None = None,
+    nucleus_diameter_px: float | str | None = None,
     workers: int = 1,
 ) -> int:
     """Score segmenters and print a table (what ``scopeloop evaluate --segmenter`` runs).
@@ -183,8 +194,9 @@ def evaluate_segmenters_cli(
         ``segmenters``.
     tta : bool
         Also score each U-Net with test-time flip averaging, side by side.
-    nucleus_diameter_px : float, optional
-        Typical nucleus diameter, for U-Nets (larger nuclei than trained on: binned).
+    nucleus_diameter_px : float or "auto", optional
+        Typical nucleus diameter, for U-Nets (larger nuclei than trained on: binned;
+        ``"auto"``: measured in each image).
 
     Returns
     -------
@@ -238,6 +250,20 @@ def evaluate_segmenters_cli(
                 interval(ci, 1 if single else 2),
             )  # fmt: skip
     console.print(table)
+    for seg_name in results:
+        for set_name in data:
+            if "bin_factor" in (r := results[seg_name][set_name]):
+                counts = Counter(r["bin_factor"])
+                binned = ", ".join(
+                    f"{f}x{f} in {counts[f]}" if f > 1 else f"as they are in {counts[f]}"
+                    for f in sorted(counts)
+                )  # fmt: skip
+                found = [d for d in r["diameter_px"] if d is not None]
+                median = f"median {np.median(found):.0f} px" if found else "none found"
+                console.print(
+                    f"{seg_name} on {set_name}: nucleus diameter measured per image "
+                    f"({median}); images segmented {binned}"
+                )
     paired = [(k, v["paired"]) for k, v in results.items() if "paired" in v]
     if paired:
         cmp = Table(
