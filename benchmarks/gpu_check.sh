@@ -14,8 +14,9 @@
 # and latency at 512x512 and 2048x2048, batch 1 and batched, plain, with flip
 # averaging, and binned for 68-pixel nuclei), unet_stages.log and .json (where a
 # frame's time goes, each speed-up timed against what it replaced, and CUDA graphs,
-# cuDNN's benchmark mode and a compiled network beside the plain path). Exit status 1
-# if any step failed.
+# cuDNN's benchmark mode and a compiled network beside the plain path), auto_diameter.log
+# and .json (the U-Net measuring the nuclei itself, against the frames as they are, on
+# crowded small nuclei and on radii 22-66 px). Exit status 1 if any step failed.
 set -uo pipefail
 out=$(realpath -m "${1:-$(dirname "$0")/../bench_results/cuda}")
 source "$(dirname "$0")/_gpu_env.sh"
@@ -38,4 +39,6 @@ python3 -m scopeloop bench segmentation --device cuda --tta --nucleus-diameter 6
     --out "$out" "${@:2}" 2>&1 | tee "$out/bench_segmentation.log" || rc=1
 python3 benchmarks/unet_stages.py --device cuda --out "$out/unet_stages.json" 2>&1 \
     | tee "$out/unet_stages.log" || rc=1
+SCOPELOOP_CACHE_DIR=off python3 benchmarks/auto_diameter.py --device cuda --sets crowded \
+    --n-images 12 --out "$out/auto_diameter.json" 2>&1 | tee "$out/auto_diameter.log" || rc=1
 exit $rc

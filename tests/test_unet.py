@@ -462,12 +462,17 @@ def test_binned_segmentation_returns_full_size_labels() -> None:
 
 
 @needs_weights
-def test_auto_diameter_bins_large_nuclei_and_leaves_small_ones_as_they_are() -> None:
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA GPU"))],
+)  # fmt: skip
+def test_auto_diameter_bins_large_nuclei_and_leaves_small_ones_as_they_are(device: str) -> None:
     from scopeloop.analysis.unet import UNetSegmenter
     from scopeloop.simulation.synthetic import TRAIN_RECIPE, make_sample
 
-    auto = UNetSegmenter(device="cpu", nucleus_diameter_px="auto")
-    plain = UNetSegmenter(device="cpu")
+    auto = UNetSegmenter(device=device, nucleus_diameter_px="auto")
+    plain = UNetSegmenter(device=device)
     # nuclei in the trained range (8-44 px): segmented as they are, the same labels
     for s in test_set("sparse", 2):
         assert np.array_equal(auto.segment(s.image), plain.segment(s.image))
@@ -479,7 +484,7 @@ def test_auto_diameter_bins_large_nuclei_and_leaves_small_ones_as_they_are() -> 
     truth = np.kron(s.labels, np.ones((2, 2), s.labels.dtype))
     lab = auto.segment(big)
     assert auto.last_bin_factor == 2 and 45 < auto.last_diameter_px < 80  # type: ignore[operator]
-    assert np.array_equal(lab, UNetSegmenter(device="cpu", nucleus_diameter_px=60).segment(big))
+    assert np.array_equal(lab, UNetSegmenter(device=device, nucleus_diameter_px=60).segment(big))
     assert pooled_ap([score_image(truth, lab)]) >= 0.9
     assert pooled_ap([score_image(truth, plain.segment(big))]) < 0.5
     # an empty field: nothing measured, nothing found, not binned
@@ -487,7 +492,7 @@ def test_auto_diameter_bins_large_nuclei_and_leaves_small_ones_as_they_are() -> 
     assert auto.segment(blank).max() == 0 and auto.last_bin_factor == 1
     assert np.isnan(auto.last_diameter_px)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="a number of pixels or 'auto'"):
-        UNetSegmenter(device="cpu", nucleus_diameter_px="large")
+        UNetSegmenter(device=device, nucleus_diameter_px="large")
 
 
 @needs_weights
