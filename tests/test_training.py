@@ -446,6 +446,69 @@ def test_cli_fine_tunes_from_a_user_folder(tmp_path: Path) -> None:
     assert (out / "unet.pt").stat().st_size < 5e6
 
 
+def test_folder_of_larger_nuclei_is_fine_tuned_binned_and_the_weights_bin_alike(
+    tmp_path: Path,
+) -> None:
+    from scopeloop.analysis.training import bin_pairs, masks_nucleus_diameter_px
+    from scopeloop.analysis.unet import UNetSegmenter
+
+    # fields of nuclei 10-16 px across shown 5x larger: over the 44 px trained on
+    k = np.ones((5, 5), np.uint16)
+    fields = [(np.kron(i, k), np.kron(m, k).astype(m.dtype)) for i, m in _fields(4)]
+    assert 44 < masks_nucleus_diameter_px(fields) < 80
+    img, lab = fields[0]
+    binned, binned_lab = bin_pairs([(img[:255, :254], lab[:255, :254])], 2)[0]
+    assert binned.shape == binned_lab.shape == (127, 127)  # the part-filled bins dropped
+    assert binned[10, 20] == pytest.approx(img[20:22, 40:42].mean())
+    assert binned_lab[10, 20] == lab[21, 41]  # each bin's centre pixel
+    write_folder(tmp_path / "data", fields)
+    init = save_unet(UNet((8, 8, 16, 16, 16)), tmp_path / "init.pt", {"note": "start"})
+    out = tmp_path / "w"
+    result = CliRunner().invoke(
+        app,
+        [
+            "train", "--what", "unet", "--data", str(tmp_path / "data"), "--init", str(init),
+            "--out", str(out), "--steps", "4", "--batch", "2", "--crop", "64",
+            "--threads", "1", "--seed", "3",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "binned 2x2 for training" in result.output
+    data = json.loads((out / "unet.json").read_text())["data"]
+    assert data["bin_factor"] == 2 and 44 < data["nucleus_diameter_px"] < 80
+    # used without a diameter, the weights bin frames as their folder was; told one, not
+    assert UNetSegmenter(device="cpu", weights=out / "unet.pt").bin_factor == 2
+    assert (
+        UNetSegmenter(device="cpu", weights=out / "unet.pt", nucleus_diameter_px=20).bin_factor == 1
+    )
+    # retuning the thresholds on such a folder scores them binned, as the weights run
+    tuned = CliRunner().invoke(
+        app,
+        [
+            "tune", "--weights", str(out / "unet.pt"), "--data", str(tmp_path / "data"),
+            "--out", str(tmp_path / "t"), "--threads", "1",
+        ],
+    )  # fmt: skip
+    assert tuned.exit_code == 0, tuned.output
+    assert "images binned 2x2" in tuned.output
+    images = json.loads((tmp_path / "t" / "unet.json").read_text())["threshold_tuning"]
+    assert images["retuned"]["images"]["bin_factor"] == 2
+    # a folder of nuclei in range is fine-tuned as it is
+    write_folder(tmp_path / "in_range", _fields(4))
+    again = CliRunner().invoke(
+        app,
+        [
+            "train", "--what", "unet", "--data", str(tmp_path / "in_range"), "--init", str(init),
+            "--out", str(tmp_path / "w2"), "--steps", "2", "--batch", "2", "--crop", "64",
+            "--threads", "1",
+        ],
+    )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert "binned" not in again.output
+    assert json.loads((tmp_path / "w2" / "unet.json").read_text())["data"]["bin_factor"] == 1
+    assert UNetSegmenter(device="cpu", weights=tmp_path / "w2" / "unet.pt").bin_factor == 1
+
+
 def test_cli_trains_a_network_of_the_requested_width(tmp_path: Path) -> None:
     out = tmp_path / "wide"
     args = [

@@ -57,6 +57,7 @@ __all__ = [
     "load_unet",
     "median_diameter_px",
     "normalise_frames",
+    "recorded_diameter_px",
     "trained_diameter_px",
 ]
 
@@ -540,6 +541,16 @@ def bin_factor(nucleus_diameter_px: float | None, meta: dict[str, Any]) -> int:
     return max(1, math.ceil(nucleus_diameter_px / trained_diameter_px(meta)))
 
 
+def recorded_diameter_px(meta: dict[str, Any]) -> float | None:
+    """The nucleus diameter of the folder the weights were fine-tuned on binned (its
+    images were over the trained range, see ``scopeloop train --data``), else None.
+    Such weights bin frames the same way unless told another diameter."""
+    data = meta.get("data")
+    if isinstance(data, dict) and int(data.get("bin_factor", 1)) > 1:
+        return float(data["nucleus_diameter_px"])
+    return None
+
+
 def median_diameter_px(labels: Tensor) -> float:
     """Equivalent diameter of the median object of ``(N, H, W)`` labels, pooled over
     the frames (nan when there is none): one host sync."""
@@ -599,7 +610,9 @@ class UNetSegmenter:
         images held (diameter above 44 px for the shipped weights, e.g. 40x
         without binning) are segmented on frames mean-binned by the smallest
         integer factor that brings them into range (:attr:`bin_factor`);
-        labels come back at full resolution. None: frames as they are.
+        labels come back at full resolution. None: frames as they are (or, for
+        weights fine-tuned on a folder of larger nuclei, binned as that folder
+        was: :func:`recorded_diameter_px`).
         ``"auto"``: measured in each call from the network's own objects, in
         coarse probes and at full resolution, for images of unknown pixel size;
         the call's frames share one binning (:attr:`last_diameter_px`,
@@ -671,6 +684,8 @@ class UNetSegmenter:
         #: the nucleus diameter is measured in each call (``nucleus_diameter_px="auto"``)
         self.auto_diameter = nucleus_diameter_px == AUTO_DIAMETER
         diameter = None if isinstance(nucleus_diameter_px, str) else nucleus_diameter_px
+        if nucleus_diameter_px is None:  # weights fine-tuned binned bin as they learnt
+            diameter = recorded_diameter_px(meta)
         #: frames are mean-binned by this factor before the network (1: not at all;
         #: with :attr:`auto_diameter`, chosen per call: :attr:`last_bin_factor`)
         self.bin_factor = bin_factor(diameter, meta)

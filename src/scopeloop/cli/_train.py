@@ -267,6 +267,7 @@ def _train_unet(
         LOSS_RECORD,
         SYNTHETIC_SPLIT,
         TARGETS_RECORD,
+        bin_to_trained_range,
         folder_units,
         load_folder,
         save_unet,
@@ -277,28 +278,39 @@ def _train_unet(
         train_unet,
         tune_thresholds,
     )
-    from scopeloop.analysis.unet import UNet, UNetSegmenter, load_unet
+    from scopeloop.analysis.unet import UNet, UNetSegmenter, load_unet, trained_diameter_px
 
     model = None
     init_meta: dict[str, Any] | None = None
     recipe: dict[str, Any]
     if data is not None:
-        pairs = load_folder(data)
+        model, init_meta = _start_from(init, widths, seed)  # None -> shipped weights
+        # nuclei larger than the network was trained on: fine-tuned binned, as it will run
+        pairs, diameter, f = bin_to_trained_range(load_folder(data), init_meta)
+        binned = f" (binned {f}x{f})" if f > 1 else ""
         if len(folder_units(pairs)[0]) < 2:  # one image of 512 px or more is cut into tiles
             shape = "x".join(map(str, pairs[0][0].shape)) if pairs else ""
             raise BadInput(
-                f"{data}: {len(pairs)} image/label pair ({shape}) is too little to fine-tune "
-                f"on: give at least 2 pairs, or one image of at least {2 * FOLDER_TILE_PX} px "
-                "along a side"
+                f"{data}: {len(pairs)} image/label pair ({shape}{binned}) is too little to "
+                f"fine-tune on: give at least 2 pairs, or one image of at least "
+                f"{2 * FOLDER_TILE_PX * f} px along a side"
+            )
+        if f > 1:
+            typer.echo(
+                f"unet: {data}: nuclei {diameter:.0f} px across (median of the masks), over "
+                f"the {trained_diameter_px(init_meta):.0f} px the network was trained on: "
+                f"images and masks binned {f}x{f} for training, and the weights bin frames "
+                "the same way unless given another nucleus diameter"
             )
         train_p, val_p, test_p, split_by = split_folder(pairs, seed)
         typer.echo(
             f"unet: {data}: {len(pairs)} images, split by {split_by}: train {len(train_p)}, "
             f"validation {len(val_p)}, test {len(test_p)}"
         )
-        model, init_meta = _start_from(init, widths, seed)  # None -> shipped weights
         recipe = {
             "source": "folder", "folder": str(data), "n_pairs": len(pairs), "split_by": split_by,
+            "nucleus_diameter_px": None if diameter != diameter else round(diameter, 2),
+            "bin_factor": f,
         }  # fmt: skip
         peak_lr = lr if lr is not None else 5e-4
     else:

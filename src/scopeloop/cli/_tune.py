@@ -57,6 +57,7 @@ def tune(
 
         from scopeloop.analysis.segmenter import select_device
         from scopeloop.analysis.training import (
+            bin_to_trained_range,
             folder_units,
             load_folder,
             save_unet,
@@ -72,8 +73,12 @@ def tune(
         torch.set_num_threads(max(1, threads))
         dev = select_device(device)
         if data is not None:
-            whole = load_folder(data)
+            # larger nuclei than the network was trained on: tuned binned, as it runs
+            whole, diameter, f = bin_to_trained_range(load_folder(data), meta)
             images = {"source": "folder", "folder": str(data), "n_pairs": len(whole)}
+            if f > 1:
+                images.update(nucleus_diameter_px=round(diameter, 2), bin_factor=f)
+                typer.echo(f"tune: nuclei {diameter:.0f} px across: images binned {f}x{f}")
             # the adoption rule resamples units: one or two large images would give it
             # nothing to resample, so a small folder is scored as tiles, as train splits it
             pairs, units_are = folder_units(whole)
