@@ -288,6 +288,12 @@ def test_evaluate_cli_bins_frames_whose_nuclei_outgrow_the_unet(tmp_path) -> Non
     assert "nucleus diameter measured per image" in res.output
     auto = json.loads(out.read_text())["results"]["unet"]["microscope_40x"]
     assert auto["bin_factor"].count(2) >= 10 and auto["ap"]["0.5"] >= 0.8
+    assert "hint:" not in res.output
+    # not told: the scores say what was wrong, and a hint says what to give
+    res = CliRunner().invoke(app, [*args, "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "hint: the nuclei of microscope_40x are" in res.output
+    assert "give --nucleus-diameter" in res.output
     bad = CliRunner().invoke(app, [*args, "--nucleus-diameter", "big"])
     assert bad.exit_code == 2 and "give the diameter in pixels (e.g. 68) or auto" in bad.output
 

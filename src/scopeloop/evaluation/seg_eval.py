@@ -151,6 +151,22 @@ def evaluate_segmenters(
     return results
 
 
+def _hint_large_nuclei(console: Any, data: dict[str, list[Pair]]) -> None:
+    """Say so when a set's masks hold larger nuclei than the U-Net was trained on."""
+    from scopeloop.analysis.training import masks_nucleus_diameter_px
+    from scopeloop.analysis.unet import trained_diameter_px
+
+    top = trained_diameter_px({})  # the shipped training range
+    for name, pairs in data.items():
+        d = masks_nucleus_diameter_px(pairs)
+        if d > top:
+            console.print(
+                f"hint: the nuclei of {name} are {d:.0f} px across (median of its masks), over "
+                f"the {top:.0f} px the U-Net was trained on: give --nucleus-diameter {d:.0f} "
+                "(or auto) to have it bin the frames"
+            )
+
+
 def evaluate_segmenters_cli(
     segmenters: list[str],
     sets: list[str] | None = None,
@@ -264,6 +280,9 @@ def evaluate_segmenters_cli(
                     f"{seg_name} on {set_name}: nucleus diameter measured per image "
                     f"({median}); images segmented {binned}"
                 )
+    if nucleus_diameter_px is None and any(k == "unet" for _, k, _ in segmenter_entries(
+        segmenters, weights)):  # fmt: skip
+        _hint_large_nuclei(console, data)
     paired = [(k, v["paired"]) for k, v in results.items() if "paired" in v]
     if paired:
         cmp = Table(
