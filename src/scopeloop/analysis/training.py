@@ -57,6 +57,7 @@ __all__ = [
     "load_stage_folder",
     "masks_nucleus_diameter_px",
     "pixel_weights",
+    "read_image",
     "save_unet",
     "split_folder",
     "split_pairs",
@@ -68,6 +69,7 @@ __all__ = [
     "unet_targets",
     "widen_unet",
     "write_folder",
+    "write_labels",
 ]
 
 #: one training example: (image, instance labels)
@@ -786,12 +788,8 @@ def write_folder(
     rows = ["image,label,stage"]
     for i, (image, labels) in enumerate(pairs):
         name = f"field_{i:0{width}d}.tif"
-        lab = np.asarray(labels)
         tifffile.imwrite(root / "images" / name, image)
-        tifffile.imwrite(
-            root / "labels" / name,
-            lab.astype(np.uint16 if lab.max(initial=0) < 2**16 else np.uint32),
-        )
+        write_labels(root / "labels" / name, labels)
         if stages is not None:
             rows += [f"{name},{k},{STAGES[s]}" for k, s in stages[i].items() if s > 0]
     if stages is not None:
@@ -872,6 +870,42 @@ def load_stage_folder(
     return out
 
 
+def read_image(path: str | Path, shape: tuple[int, ...] | None = None) -> NDArray[Any]:
+    """One 2-D grey image from a TIFF file, or a clear error naming the file.
+
+    A grey image saved as RGB(A) (as the DSB2018 nuclei are) is read as grey; a
+    colour image, a stack, or NaN or infinite pixels are refused. ``shape``: the
+    2-D shape expected (its mask's), which tells an RGB image from a stack of
+    three or four planes; without it, a last axis of 3 or 4 under larger ones is
+    taken for colour.
+    """
+    import tifffile
+
+    img = np.squeeze(tifffile.imread(path))
+    rgb = img.ndim == 3 and img.shape[-1] in (3, 4)
+    if rgb and (img.shape[:2] == shape if shape is not None else min(img.shape[:2]) > 4):
+        # grey saved as RGB(A), as in the DSB2018 nuclei images: one channel holds it all
+        if not all(np.array_equal(img[..., 0], img[..., c]) for c in (1, 2)):
+            raise ValueError(
+                f"{path}: a colour RGB image; export the nuclear channel alone as a 2-D image"
+            )
+        img = img[..., 0]
+    if img.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D image, got shape {img.shape}")
+    problem = nonfinite_pixels(img)
+    if problem:
+        raise ValueError(f"{path}: {problem}")
+    return img
+
+
+def write_labels(path: str | Path, labels: NDArray[np.integer]) -> None:
+    """An instance label image as Fiji and napari read it (16-bit ids when they fit)."""
+    import tifffile
+
+    lab = np.asarray(labels)
+    tifffile.imwrite(path, lab.astype(np.uint16 if lab.max(initial=0) < 2**16 else np.uint32))
+
+
 def _read_folder(folder: str | Path) -> list[tuple[str, NDArray[Any], NDArray[np.int32]]]:
     """``(name, image, labels)`` of each image of ``folder/images`` and its mask."""
     import tifffile
@@ -896,20 +930,8 @@ def _read_folder(folder: str | Path) -> list[tuple[str, NDArray[Any], NDArray[np
         )
     items: list[tuple[str, NDArray[Any], NDArray[np.int32]]] = []
     for stem, ip in images.items():
-        img = np.squeeze(tifffile.imread(ip))
         lab = np.squeeze(tifffile.imread(labels[stem]))
-        if img.ndim == 3 and img.shape[-1] in (3, 4) and lab.shape == img.shape[:2]:
-            # grey saved as RGB(A), as in the DSB2018 nuclei images: one channel holds it all
-            if not all(np.array_equal(img[..., 0], img[..., c]) for c in (1, 2)):
-                raise ValueError(
-                    f"{ip}: a colour RGB image; export the nuclear channel alone as a 2-D image"
-                )
-            img = img[..., 0]
-        if img.ndim != 2:
-            raise ValueError(f"{ip}: expected a 2-D image, got shape {img.shape}")
-        problem = nonfinite_pixels(img)
-        if problem:
-            raise ValueError(f"{ip}: {problem}")
+        img = read_image(ip, lab.shape)
         if lab.shape != img.shape:
             raise ValueError(
                 f"{labels[stem]}: label shape {lab.shape} differs from image shape {img.shape}"

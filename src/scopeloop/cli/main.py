@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from . import _bench, _cache, _evaluate, _report, _run, _train, _tune, _validate
+from . import _bench, _cache, _evaluate, _report, _run, _segment, _train, _tune, _validate
 from ._common import state
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ def _main(
 app.command("run")(_run.run)
 app.command("validate")(_validate.validate)
 app.command("evaluate")(_evaluate.evaluate)
+app.command("segment")(_segment.segment)
 app.command("train")(_train.train)
 app.command("tune")(_tune.tune)
 app.command("bench")(_bench.bench)
