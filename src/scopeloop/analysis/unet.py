@@ -780,8 +780,9 @@ class UNetSegmenter:
             labels = self._segment_binned(cleaned, self.bin_factor)
         return labels, cleaned
 
-    def _segment_binned(self, cleaned: Tensor, f: int) -> Tensor:
-        """Labels of cleaned frames segmented after mean-binning by ``f``."""
+    def _segment_binned(self, cleaned: Tensor, f: int, full_size: bool = True) -> Tensor:
+        """Labels of cleaned frames segmented after mean-binning by ``f`` (at the
+        binned size unless ``full_size``: see :meth:`_full_size`)."""
         x = cleaned
         h, w = cleaned.shape[-2:]
         if f > 1:  # as a camera bins: mean of f x f pixels (edge pixels repeated to fill)
@@ -798,6 +799,11 @@ class UNetSegmenter:
             compiled=self.compiled,
             graphs=self.cuda_graphs,
         )
+        return self._full_size(labels, f, h, w) if full_size else labels
+
+    @staticmethod
+    def _full_size(labels: Tensor, f: int, h: int, w: int) -> Tensor:
+        """Labels found in frames binned by ``f``, back at the frames' ``h`` x ``w``."""
         if f > 1:
             labels = labels.repeat_interleave(f, -2).repeat_interleave(f, -1)[..., :h, :w]
         return labels
@@ -819,14 +825,16 @@ class UNetSegmenter:
         large ones.
         """
         top = self.trained_diameter_px
+        h, w = cleaned.shape[-2:]
+        # each probe's labels kept at its binned size: a quarter of the memory or less
         probes: dict[int, Tensor] = {}
         seen: list[float] = []
         f = 2
-        while min(cleaned.shape[-2:]) // f >= _MIN_PROBE_PX:
-            probes[f] = self._segment_binned(cleaned, f)
-            d = median_diameter_px(probes[f])
+        while min(h, w) // f >= _MIN_PROBE_PX:
+            probes[f] = self._segment_binned(cleaned, f, full_size=False)
+            d = f * median_diameter_px(probes[f])  # in full-resolution pixels
             # a quarter of the frame or more across: background or haze, not a nucleus
-            if top / 2 < d / f and 4 * d <= min(cleaned.shape[-2:]):
+            if top / 2 < d / f and 4 * d <= min(h, w):
                 seen.append(d)
             f *= 2
         if seen:
@@ -837,8 +845,8 @@ class UNetSegmenter:
         chosen = bin_factor(diameter, self.meta) if diameter == diameter else 1  # nan: none
         labels = probes.get(chosen)
         if labels is None:
-            labels = self._segment_binned(cleaned, chosen)
-        return diameter, chosen, labels
+            labels = self._segment_binned(cleaned, chosen, full_size=False)
+        return diameter, chosen, self._full_size(labels, chosen, h, w)
 
     def warm_up(self, height: int, width: int, batch: int = 1) -> None:
         """Run one blank batch of this shape, so the first real frame pays no
