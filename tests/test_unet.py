@@ -439,7 +439,15 @@ def test_bin_factor_brings_large_nuclei_into_the_trained_range() -> None:
     assert bin_factor(30, shipped) == bin_factor(44, shipped) == bin_factor(5, shipped) == 1
     assert bin_factor(68, shipped) == 2 and bin_factor(170, shipped) == 4
     assert bin_factor(68, {"data": {"recipe": {"radius_px": [4.0, 40.0]}}}) == 1
-    assert bin_factor(68, {}) == 2  # fine-tuned on a folder: the synthetic range is assumed
+    assert bin_factor(68, {}) == 2  # no record: the shipped range is assumed
+    # fine-tuned on a folder, from weights trained on nuclei up to 40 px in radius: theirs
+    folder = {
+        "data": {"source": "folder"},
+        "init_from": {"data": {"recipe": {"radius_px": [4, 40]}}},
+    }
+    assert bin_factor(68, folder) == 1 and bin_factor(100, folder) == 2
+    again = {"data": {"source": "folder"}, "init_from": folder}  # and fine-tuned again
+    assert bin_factor(68, again) == 1
     with pytest.raises(ValueError, match="nucleus_diameter_px must be positive"):
         bin_factor(0, shipped)
 

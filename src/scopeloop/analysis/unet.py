@@ -521,10 +521,17 @@ def extract_instances(
 
 
 def trained_diameter_px(meta: dict[str, Any]) -> float:
-    """The largest nucleus diameter the weights' training images held (44 px shipped)."""
+    """The largest nucleus diameter the weights' training images held (44 px shipped).
+
+    Weights fine-tuned on a user folder were fine-tuned at the scale of the weights
+    they started from (a folder of larger nuclei is binned to it), so their record,
+    which has no synthetic recipe, defers to that of ``init_from``."""
     data = meta.get("data")
     recipe = data.get("recipe") if isinstance(data, dict) else None  # none for user folders
-    return 2 * float((recipe or {}).get("radius_px", _TRAINED_RADIUS_PX)[1])
+    if isinstance(recipe, dict) and "radius_px" in recipe:
+        return 2 * float(recipe["radius_px"][1])
+    parent = meta.get("init_from")
+    return trained_diameter_px(parent) if isinstance(parent, dict) else 2 * _TRAINED_RADIUS_PX[1]
 
 
 def bin_factor(nucleus_diameter_px: float | None, meta: dict[str, Any]) -> int:
