@@ -71,3 +71,37 @@ def test_segment_never_overwrites_masks_unless_told(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "--nucleus-diameter is a U-Net option" in bad.output
     missing = CliRunner().invoke(app, ["segment", str(tmp_path / "none"), "--out", str(out)])
     assert missing.exit_code == 2 and "no such file or folder" in missing.output
+
+
+def test_a_segmenter_failing_part_way_leaves_the_record_of_what_was_labelled(
+    tmp_path: Path,
+) -> None:
+    from scopeloop.analysis import segmenter as registry
+
+    class FailsOnSecond:
+        """A user's plug-in segmenter that raises on its second image."""
+
+        device = "cpu"
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def segment(self, frames: np.ndarray) -> np.ndarray:
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("plug-in failed")
+            return (frames > frames.mean()).astype(np.int32)
+
+    registry.register_segmenter("fails_on_second")(lambda device="cpu", **_: FailsOnSecond())
+    try:
+        for i, s in enumerate(test_set("sparse", 3)):
+            tifffile.imwrite(tmp_path / f"f{i}.tif", s.image)
+        out = tmp_path / "out"
+        args = ["segment", str(tmp_path), "--out", str(out), "-s", "fails_on_second"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1 and "plug-in failed" in result.output
+        record = json.loads((out / "segmentation.json").read_text())
+        assert [r["image"] for r in record["images"]] == ["f0.tif"] and not record["complete"]
+        assert (out / "labels" / "f0.tif").is_file() and not (out / "labels" / "f1.tif").exists()
+    finally:
+        registry._REGISTRY.pop("fails_on_second", None)

@@ -103,35 +103,38 @@ def segment(
         images_dir.mkdir(exist_ok=True)
         rows: list[dict[str, Any]] = []
         failed: list[str] = []
-        for path, name in track(list(zip(files, names, strict=True)), description="segment"):
-            try:
-                image = read_image(path)
-            except (ValueError, OSError) as exc:  # one bad file stops no other
-                failed.append(str(exc))
-                typer.echo(f"error: {exc}", err=True)
-                continue
-            t0 = time.perf_counter()
-            labels = seg.segment(image)
-            row: dict[str, Any] = {
-                "image": name, "source": str(path),
-                "nuclei": len(np.unique(labels[labels > 0])),
-                "seconds": round(time.perf_counter() - t0, 3),
-            }  # fmt: skip
-            if getattr(seg, "auto_diameter", False):
-                d = getattr(seg, "last_diameter_px", None)
-                row["diameter_px"] = None if d is None or d != d else round(d, 1)
-                row["bin_factor"] = getattr(seg, "last_bin_factor", 1)
-            write_labels(labels_dir / name, labels)
-            copy = images_dir / name  # named as its mask: the folder readers pair by name
-            if not (copy.exists() and copy.samefile(path)):  # not segmenting OUT in place
-                shutil.copy2(path, copy)
-            rows.append(row)
         record = {
             "segmenter": kind, "device": str(getattr(seg, "device", device)),
             "options": {k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
-            "source": str(source), "images": rows, "failed": failed,
+            "source": str(source), "images": rows, "failed": failed, "complete": False,
         }  # fmt: skip
-        (out / "segmentation.json").write_text(json.dumps(record, indent=1) + "\n")
+        try:
+            for path, name in track(list(zip(files, names, strict=True)), description="segment"):
+                try:
+                    image = read_image(path)
+                except (ValueError, OSError) as exc:  # one bad file stops no other
+                    failed.append(str(exc))
+                    typer.echo(f"error: {exc}", err=True)
+                    continue
+                t0 = time.perf_counter()
+                labels = seg.segment(image)
+                row: dict[str, Any] = {
+                    "image": name, "source": str(path),
+                    "nuclei": len(np.unique(labels[labels > 0])),
+                    "seconds": round(time.perf_counter() - t0, 3),
+                }  # fmt: skip
+                if getattr(seg, "auto_diameter", False):
+                    d = getattr(seg, "last_diameter_px", None)
+                    row["diameter_px"] = None if d is None or d != d else round(d, 1)
+                    row["bin_factor"] = getattr(seg, "last_bin_factor", 1)
+                write_labels(labels_dir / name, labels)
+                copy = images_dir / name  # named as its mask: the folder readers pair by name
+                if not (copy.exists() and copy.samefile(path)):  # not segmenting OUT in place
+                    shutil.copy2(path, copy)
+                rows.append(row)
+            record["complete"] = True
+        finally:  # stopped part-way (Ctrl-C, a failing segmenter): what was labelled is listed
+            (out / "segmentation.json").write_text(json.dumps(record, indent=1) + "\n")
         nuclei = sum(r["nuclei"] for r in rows)
         typer.echo(f"segment: {len(rows)} images, {nuclei} nuclei; labels in {labels_dir}")
         if failed:
