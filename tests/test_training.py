@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -417,18 +418,19 @@ def test_a_small_folder_is_split_by_tiles_and_keeps_two_for_validation() -> None
     assert [len(x) for x in split_folder(many, seed=0)[:3]] == [8, 2, 2]
 
 
+def _fine_tune(data: Path, init: Path, out: Path, *options: str) -> Any:
+    """``scopeloop train --data`` of a tiny U-Net from ``init``, quickly (batch 2, 64 px
+    crops, one thread), with ``options`` (steps, seed) added."""
+    args = ["train", "--what", "unet", "--data", str(data), "--init", str(init)]
+    args += ["--out", str(out), "--batch", "2", "--crop", "64", "--threads", "1"]
+    return CliRunner().invoke(app, [*args, *options])
+
+
 def test_cli_fine_tunes_from_a_user_folder(tmp_path: Path) -> None:
     write_folder(tmp_path / "data", _fields(4))
     init = save_unet(UNet((8, 8, 16, 16, 16)), tmp_path / "init.pt", {"note": "start"})
     out = tmp_path / "w"
-    result = CliRunner().invoke(
-        app,
-        [
-            "train", "--what", "unet", "--data", str(tmp_path / "data"), "--init", str(init),
-            "--out", str(out), "--steps", "12", "--batch", "2", "--crop", "64",
-            "--threads", "1", "--seed", "3",
-        ],
-    )  # fmt: skip
+    result = _fine_tune(tmp_path / "data", init, out, "--steps", "12", "--seed", "3")
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "unet.json").read_text())
     assert meta["seed"] == 3 and meta["data"]["source"] == "folder"
@@ -464,14 +466,7 @@ def test_folder_of_larger_nuclei_is_fine_tuned_binned_and_the_weights_bin_alike(
     write_folder(tmp_path / "data", fields)
     init = save_unet(UNet((8, 8, 16, 16, 16)), tmp_path / "init.pt", {"note": "start"})
     out = tmp_path / "w"
-    result = CliRunner().invoke(
-        app,
-        [
-            "train", "--what", "unet", "--data", str(tmp_path / "data"), "--init", str(init),
-            "--out", str(out), "--steps", "4", "--batch", "2", "--crop", "64",
-            "--threads", "1", "--seed", "3",
-        ],
-    )  # fmt: skip
+    result = _fine_tune(tmp_path / "data", init, out, "--steps", "4", "--seed", "3")
     assert result.exit_code == 0, result.output
     assert "binned 2x2 for training" in result.output
     data = json.loads((out / "unet.json").read_text())["data"]
@@ -495,14 +490,7 @@ def test_folder_of_larger_nuclei_is_fine_tuned_binned_and_the_weights_bin_alike(
     assert images["retuned"]["images"]["bin_factor"] == 2
     # a folder of nuclei in range is fine-tuned as it is
     write_folder(tmp_path / "in_range", _fields(4))
-    again = CliRunner().invoke(
-        app,
-        [
-            "train", "--what", "unet", "--data", str(tmp_path / "in_range"), "--init", str(init),
-            "--out", str(tmp_path / "w2"), "--steps", "2", "--batch", "2", "--crop", "64",
-            "--threads", "1",
-        ],
-    )  # fmt: skip
+    again = _fine_tune(tmp_path / "in_range", init, tmp_path / "w2", "--steps", "2")
     assert again.exit_code == 0, again.output
     assert "binned" not in again.output
     assert json.loads((tmp_path / "w2" / "unet.json").read_text())["data"]["bin_factor"] == 1

@@ -839,10 +839,10 @@ class UNetSegmenter:
         f = 2
         while min(h, w) // f >= _MIN_PROBE_PX:
             probes[f] = self._segment_binned(cleaned, f, full_size=False)
-            d = f * median_diameter_px(probes[f])  # in full-resolution pixels
+            binned = median_diameter_px(probes[f])
             # a quarter of the frame or more across: background or haze, not a nucleus
-            if top / 2 < d / f and 4 * d <= min(h, w):
-                seen.append(d)
+            if top / 2 < binned and 4 * f * binned <= min(h, w):
+                seen.append(f * binned)  # in full-resolution pixels
             f *= 2
         if seen:
             diameter = max(seen)
@@ -854,6 +854,16 @@ class UNetSegmenter:
         if labels is None:
             labels = self._segment_binned(cleaned, chosen, full_size=False)
         return diameter, chosen, self._full_size(labels, chosen, h, w)
+
+    @property
+    def last_measure(self) -> dict[str, Any] | None:
+        """With :attr:`auto_diameter`, what the last call measured and chose, JSON-ready
+        (``diameter_px`` None when it found no nucleus); else None."""
+        if not self.auto_diameter:
+            return None
+        d = self.last_diameter_px
+        diameter = None if d is None or math.isnan(d) else d
+        return {"diameter_px": diameter, "bin_factor": self.last_bin_factor}
 
     def warm_up(self, height: int, width: int, batch: int = 1) -> None:
         """Run one blank batch of this shape, so the first real frame pays no

@@ -123,10 +123,9 @@ def segment(
                     "nuclei": len(np.unique(labels[labels > 0])),
                     "seconds": round(time.perf_counter() - t0, 3),
                 }  # fmt: skip
-                if getattr(seg, "auto_diameter", False):
-                    d = getattr(seg, "last_diameter_px", None)
-                    row["diameter_px"] = None if d is None or d != d else round(d, 1)
-                    row["bin_factor"] = getattr(seg, "last_bin_factor", 1)
+                if (m := getattr(seg, "last_measure", None)) is not None:  # with "auto"
+                    d = m["diameter_px"]
+                    row.update(m, diameter_px=None if d is None else round(d, 1))
                 write_labels(labels_dir / name, labels)
                 copy = images_dir / name  # named as its mask: the folder readers pair by name
                 if not (copy.exists() and copy.samefile(path)):  # not segmenting OUT in place
@@ -164,7 +163,7 @@ def _segmenter_options(
     segmenter: str, weights: Path | None, nucleus_diameter: str | None, tta: bool
 ) -> tuple[str, dict[str, Any]]:
     """The registry name and constructor options of the segmenter asked for."""
-    from scopeloop.analysis.segmenter import available_segmenters, parse_weights
+    from scopeloop.analysis.segmenter import parse_weights
 
     kind = segmenter
     options: dict[str, Any] = {}
@@ -174,10 +173,6 @@ def _segmenter_options(
         if segmenter not in ("unet", kind):
             raise BadInput(f"--weights {str(weights)!r} is a {kind} model, not {segmenter}")
         options["weights"] = path
-    if kind not in available_segmenters():
-        raise BadInput(
-            f"--segmenter {kind!r}: unknown; choose from {', '.join(available_segmenters())}"
-        )
     diameter = parse_diameter("--nucleus-diameter", nucleus_diameter)
     for given, option in ((diameter is not None, "--nucleus-diameter"), (tta, "--tta")):
         if given and kind != "unet":

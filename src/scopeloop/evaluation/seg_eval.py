@@ -13,16 +13,13 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from scopeloop.analysis.metrics import THRESHOLDS, aggregate, bootstrap_ap, score_image
 from scopeloop.analysis.segmenter import get_segmenter, segmenter_entries
-
-if TYPE_CHECKING:
-    from scopeloop.analysis.unet import UNetSegmenter
 
 __all__ = ["evaluate_segmenters", "evaluate_segmenters_cli", "load_sets"]
 
@@ -118,9 +115,8 @@ def evaluate_segmenters(
             t0 = time.perf_counter()
             for img, lab in pairs:
                 per_image.append(score_image(lab, seg.segment(img)))
-                if getattr(seg, "auto_diameter", False):  # what it measured, and chose
-                    unet = cast("UNetSegmenter", seg)
-                    measured.append((unet.last_diameter_px, unet.last_bin_factor))
+                if (m := getattr(seg, "last_measure", None)) is not None:  # measured, chose
+                    measured.append(m)
             dt = (time.perf_counter() - t0) / max(len(pairs), 1)
             results[name][set_name] = {
                 **aggregate(per_image),
@@ -129,8 +125,8 @@ def evaluate_segmenters(
             }
             if measured:
                 entry = results[name][set_name]
-                entry["diameter_px"] = [None if d != d else d for d, _ in measured]  # nan: none
-                entry["bin_factor"] = [f for _, f in measured]
+                entry["diameter_px"] = [m["diameter_px"] for m in measured]
+                entry["bin_factor"] = [m["bin_factor"] for m in measured]
             boot.append(bootstrap_ap(per_image, 0.5, n_boot=1000, seed=i))
         aps = [results[name][s]["ap"]["0.5"] for s in data]
         results[name]["mean_ap50_over_sets"] = float(np.mean(aps)) if aps else None
