@@ -2,7 +2,10 @@
 same network run on the frames as they are, side by side on the same images: AP@0.5
 of each, the binning chosen per image, and the time per image of ``auto`` over the
 plain call (each image timed through both in turn, so a busy moment of a shared
-machine falls on both).
+machine falls on both). Also ``auto`` held as a protocol's
+``nucleus_diameter_um: auto`` holds it (``hold_after=3``, a fresh segmenter per set,
+as if the set were one run's frames): its AP@0.5, time ratio, the binning held
+and after how many images.
 
     python benchmarks/auto_diameter.py [--sets microscope,sparse,crowded,low_signal,defocused]
         [--n-images 12] [--large 22,66] [--folder DIR] [--upsample 3] [--device cpu]
@@ -44,21 +47,26 @@ LARGE_SEED = 7_000_000
 Pairs = list[tuple[np.ndarray, np.ndarray]]
 
 
-def compare(plain: UNetSegmenter, auto: UNetSegmenter, pairs: Pairs) -> dict[str, Any]:
-    """AP@0.5 as they are and with ``auto``, the binnings chosen and the time ratio."""
-    as_they_are, measured, bins, times = [], [], Counter[int](), np.zeros(2)
-    for img, lab in pairs:
-        t0 = time.perf_counter()
-        a = plain.segment(img)
-        t1 = time.perf_counter()
-        b = auto.segment(img)
-        times += (t1 - t0, time.perf_counter() - t1)
-        as_they_are.append(score_image(lab, a))
-        measured.append(score_image(lab, b))
+def compare(
+    plain: UNetSegmenter, auto: UNetSegmenter, held: UNetSegmenter, pairs: Pairs
+) -> dict[str, Any]:
+    """AP@0.5 as they are, with ``auto`` and with ``auto`` held, the binnings chosen
+    and the time ratios."""
+    scores: list[list[Any]] = [[], [], []]
+    bins, times, held_at = Counter[int](), np.zeros(3), None
+    for k, (img, lab) in enumerate(pairs):
+        for j, seg in enumerate((plain, auto, held)):
+            t0 = time.perf_counter()
+            scores[j].append(score_image(lab, seg.segment(img)))
+            times[j] += time.perf_counter() - t0
         bins[auto.last_bin_factor] += 1
+        if held_at is None and held.held_diameter_px is not None:
+            held_at = k + 1
     return {
-        "n_images": len(pairs), "ap50": pooled_ap(as_they_are), "ap50_auto": pooled_ap(measured),
+        "n_images": len(pairs), "ap50": pooled_ap(scores[0]), "ap50_auto": pooled_ap(scores[1]),
         "bin_factors": dict(sorted(bins.items())), "time_ratio": float(times[1] / times[0]),
+        "ap50_held": pooled_ap(scores[2]), "time_ratio_held": float(times[2] / times[0]),
+        "held_after_images": held_at, "held_measure": held.last_measure,
     }  # fmt: skip
 
 
@@ -94,15 +102,23 @@ def main() -> None:
             data[f"{name} x{a.upsample}"] = up
     plain = UNetSegmenter(device=a.device, weights=a.weights)
     auto = UNetSegmenter(device=a.device, weights=a.weights, nucleus_diameter_px="auto")
-    print(f"{'images':>24} {'n':>4} {'as they are':>12} {'auto':>7} {'time x':>7}  binning chosen")
+    print(f"{'images':>24} {'n':>4} {'as they are':>12} {'auto':>7} {'time x':>7} "
+          f"{'held':>6} {'time x':>7}  binning chosen; held")  # fmt: skip
     results = {}
     for name, pairs in data.items():
-        r = results[name] = compare(plain, auto, pairs)
+        held = UNetSegmenter(
+            device=a.device, weights=a.weights, nucleus_diameter_px="auto", hold_after=3
+        )
+        r = results[name] = compare(plain, auto, held, pairs)
         chosen = ", ".join(
             f"{f}x{f}: {n}" if f > 1 else f"none: {n}" for f, n in r["bin_factors"].items()
         )
+        f = r["held_measure"]["bin_factor"]
+        how = f"{f}x{f}" if f > 1 else "none"
+        kept = f"{how} after {r['held_after_images']}" if r["held_after_images"] else "not held"
         print(f"{name:>24} {r['n_images']:4d} {r['ap50']:12.3f} {r['ap50_auto']:7.3f} "
-              f"{r['time_ratio']:7.2f}  {chosen}")  # fmt: skip
+              f"{r['time_ratio']:7.2f} {r['ap50_held']:6.3f} {r['time_ratio_held']:7.2f}  "
+              f"{chosen}; {kept}")  # fmt: skip
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         meta = {"n_images": a.n_images, "device": plain.device, "weights": a.weights}

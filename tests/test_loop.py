@@ -122,6 +122,35 @@ def test_shipped_protocol_runs_end_to_end(
             ]
 
 
+def test_auto_nucleus_size_is_measured_then_held_and_logged(tmp_path: Path) -> None:
+    # follow_cell at 40x: 11 um nuclei, 68 px across, over the U-Net's trained range;
+    # told nothing of their size, it measures them and bins the run's frames 2x2
+    import yaml
+    from typer.testing import CliRunner
+
+    from scopeloop.cli.main import app
+
+    data = yaml.safe_load((PROTOCOLS / "follow_cell.yaml").read_text())
+    data["analysis"]["nucleus_diameter_um"] = "auto"
+    proto = tmp_path / "follow_auto.yaml"
+    proto.write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    # (at 300x, analysis on a slow CPU still sees most of the 18 frames)
+    args = ["run", str(proto), "-q", "--out", str(run), "--duration", "1800"]
+    res = CliRunner().invoke(app, [*args, "--time-scale", "300"])
+    assert res.exit_code == 0, res.output
+    notes = [d for d in read_decisions(run) if d["source"] == "analysis"]
+    held = [d["nucleus_size"] for d in notes if d["nucleus_size"]["held"]]
+    assert len(held) == 1, notes  # held once, then never measured again
+    assert held[0]["bin_factor"] == 2 and held[0]["measures"] == 3
+    # (G1 nuclei 11 um across, growing to 14 um by mitosis)
+    assert 55 < held[0]["diameter_px"] < 100 and 9 < held[0]["diameter_um"] < 16
+    assert notes[-1]["nucleus_size"] == held[0]  # nothing logged after the hold
+    assert not [d for d in notes if "accepted" in d or "action" in d]  # notes, not decisions
+    d_px, d_um = held[0]["diameter_px"], held[0]["diameter_um"]
+    assert f"nuclei {d_px:.0f} px ({d_um:.1f} um): frames binned 2x2 (held)" in res.output
+
+
 def _frames_of(run_dir: Path, position: str, kind: str = "timelapse") -> list[dict[str, Any]]:
     return [
         j

@@ -185,6 +185,19 @@ def test_fine_tuned_weights_are_found_beside_the_protocol(tmp_path: Path) -> Non
     data["analysis"] = {"segmenter": "classical", "nucleus_diameter_um": 11.0}
     with pytest.raises(ProtocolError, match=r"nucleus_diameter_um is a U-Net option"):
         load_protocol(_write(tmp_path, data))
+    # "auto": the U-Net measures the nuclei and holds the measure; no pixel size needed
+    data["analysis"] = {"segmenter": "unet", "nucleus_diameter_um": "auto"}
+    run = RunController(load_protocol(_write(tmp_path, data)), core=None, out_dir=tmp_path / "a")  # type: ignore[arg-type]
+    auto = run._make_segmenter(0.0)
+    assert auto.auto_diameter and auto.hold_after == 3  # type: ignore[attr-defined]
+    for bad in ("big", -11, 0, "11"):
+        data["analysis"] = {"segmenter": "unet", "nucleus_diameter_um": bad}
+        with pytest.raises(
+            ProtocolError,
+            match=r"analysis.nucleus_diameter_um: must be a positive number of micrometres "
+            rf"or 'auto' \(got '?{bad}'?\)",
+        ):
+            load_protocol(_write(tmp_path, data))
     # other segmenters' models travel the same way: a StarDist model is a folder
     (tmp_path / "stardist_model").mkdir()
     data["analysis"] = {"segmenter": "stardist", "weights": "stardist_model"}

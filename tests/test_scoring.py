@@ -181,6 +181,21 @@ def _write_run(run: Path) -> None:
             "reason": "event over",
             "latency_ms": 9.0,
         },
+        # notes a run also logs: what the segmenter measured, the end, the summary
+        {
+            "t_s": 0.0,
+            "source": "analysis",
+            "position": "A1",
+            "nucleus_size": {
+                "diameter_px": 68.4,
+                "bin_factor": 2,
+                "held": True,
+                "measures": 3,
+                "diameter_um": 11.1,
+            },
+        },
+        {"t_s": 7200.0, "source": "scheduler", "end": "duration reached"},
+        {"t_s": 7200.0, "source": "run", "summary": {"frames_written": 9}},
     ]
     (run / "decisions.jsonl").write_text("\n".join(json.dumps(d) for d in decisions) + "\n")
     (run / "run.json").write_text(
@@ -212,6 +227,9 @@ def test_report_is_written_with_plots_and_scores(tmp_path: Path) -> None:
     assert page.count("data:image/png;base64,") == 3  # timelines, light, latency
     assert "1/1" in page  # the mitosis was caught by the burst
     assert "mitosis_onset" in page
+    # notes in the log are not decisions: two decisions, none refused
+    assert "2 (2 accepted, 0 refused)" in page
+    assert "68 px (11.1 um); frames analysed binned 2x2, held" in page
     # A folder that is not a run is bad input (exit 2), one readable line.
     res = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "does not exist" in res.output
@@ -280,6 +298,9 @@ def test_evaluate_command_serves_runs_and_segmenters(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "--workers, --tta only apply" in res.output
     res = runner.invoke(app, ["evaluate", "-s", "classical", "--no-reference"])
     assert res.exit_code == 2 and "--no-reference only applies when scoring a RUN" in res.output
+    # (even when given the default value: it still does nothing there)
+    res = runner.invoke(app, ["evaluate", "-s", "classical", "--min-frames", "5"])
+    assert res.exit_code == 2 and "--min-frames only applies when scoring a RUN" in res.output
     # Without RUN, --segmenter scores segmenters against exact labels.
     out = tmp_path / "seg.json"
     args = ["evaluate", "--segmenter", "classical", "--set", "sparse", "--n-images", "1"]

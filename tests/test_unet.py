@@ -504,6 +504,47 @@ def test_auto_diameter_bins_large_nuclei_and_leaves_small_ones_as_they_are(devic
 
 
 @needs_weights
+def test_auto_diameter_held_after_sure_measures_keeps_a_time_lapse_binned() -> None:
+    from scopeloop.analysis.unet import UNetSegmenter
+    from scopeloop.simulation.synthetic import TRAIN_RECIPE, make_sample
+
+    def big_field(seed: int) -> tuple[np.ndarray, np.ndarray]:  # nuclei about 60 px across
+        s = make_sample(seed, (256, 256), replace(TRAIN_RECIPE, radius_px=(28.0, 32.0)))
+        k = np.ones((2, 2), s.image.dtype)
+        return np.kron(s.image, k), np.kron(s.labels, np.ones((2, 2), s.labels.dtype))
+
+    seg = UNetSegmenter(device="cpu", nucleus_diameter_px="auto", hold_after=2)
+    binned = UNetSegmenter(device="cpu", nucleus_diameter_px=60)
+    blank = np.random.default_rng(0).poisson(100.0, (512, 512)).astype(np.uint16)
+    # an empty frame measures nothing and does not count towards the hold
+    assert seg.segment(blank).max() == 0
+    assert seg.last_measure == {"diameter_px": None, "bin_factor": 1, "held": False}
+    first, _ = big_field(3)
+    seg.segment(first)
+    assert seg.last_measure["held"] is False and seg.last_bin_factor == 2  # type: ignore[index]
+    second, truth = big_field(4)
+    lab = seg.segment(second)
+    m = seg.last_measure
+    assert m is not None and m["held"] is True and m["bin_factor"] == 2 and m["measures"] == 2
+    assert 45 < m["diameter_px"] < 80
+    assert np.array_equal(lab, binned.segment(second))
+    # held: a frame showing a single large nucleus is still binned (measured alone, the
+    # full-resolution pass would cut it into pieces and leave it unbinned)
+    one = np.where(truth == 1, second, np.median(second)).astype(second.dtype)
+    assert np.array_equal(seg.segment(one), binned.segment(one)) and seg.last_bin_factor == 2
+    assert seg.segment(blank).max() == 0 and seg.last_bin_factor == 2
+    # nuclei in the trained range, ten or more in a frame: held unbinned after one call
+    crowded = test_set("crowded", 1)[0].image
+    small = UNetSegmenter(device="cpu", nucleus_diameter_px="auto", hold_after=1)
+    assert np.array_equal(small.segment(crowded), UNetSegmenter(device="cpu").segment(crowded))
+    assert small.held_diameter_px is not None and small.bin_factor == 1
+    with pytest.raises(ValueError, match="needs nucleus_diameter_px='auto'"):
+        UNetSegmenter(device="cpu", hold_after=3)
+    with pytest.raises(ValueError, match="1 or more"):
+        UNetSegmenter(device="cpu", nucleus_diameter_px="auto", hold_after=0)
+
+
+@needs_weights
 def test_no_objects_on_empty_frames_whose_size_needs_padding() -> None:
     # 100x100 and 86x250 frames are padded to multiples of 16 before the network; the
     # padding must not turn the noise at the edge into nuclei (an empty well stays empty)

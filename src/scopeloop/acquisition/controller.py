@@ -59,6 +59,8 @@ STOP_DEADLINE_S = 60.0
 WORKER_DEADLINE_S = 30.0
 # A frame whose measured stage position is farther than this from the plan is misplaced.
 MISPLACED_UM = 5.0
+# With analysis.nucleus_diameter_um "auto": sure measures whose median is held.
+AUTO_DIAMETER_MEASURES = 3
 
 
 class RunState(str, Enum):
@@ -115,6 +117,8 @@ class RunSummary:
     skipped_positions: int
     specimen_light_dose: float | None = None
     frames_misplaced: int = 0
+    #: with analysis.nucleus_diameter_um "auto", what the U-Net measured and chose last
+    nucleus_size: dict[str, Any] | None = None
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -366,7 +370,12 @@ class RunController:
         options: dict[str, object] = {"weights": an.weights} if an.weights is not None else {}
         if an.tta:
             options["tta"] = True
-        if an.nucleus_diameter_um is not None:
+        if an.nucleus_diameter_um == "auto":
+            options["nucleus_diameter_px"] = "auto"
+            # one objective and specimen for the whole time-lapse: measured in the first
+            # frames that show enough nuclei, then held (see UNetSegmenter hold_after)
+            options["hold_after"] = AUTO_DIAMETER_MEASURES
+        elif an.nucleus_diameter_um is not None:
             if not pixel_size_um > 0:
                 raise ValueError(
                     "analysis.nucleus_diameter_um needs the pixel size, and the microscope "
@@ -754,6 +763,7 @@ class RunController:
             skipped_positions=sum(not s.active for s in sch.sites) if sch else 0,
             specimen_light_dose=dose,
             frames_misplaced=self.frames_misplaced,
+            nucleus_size=wk.nucleus_size if wk else None,
             error=err or (wk.first_error if wk and wk.errors else None),
         )
 

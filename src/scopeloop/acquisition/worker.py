@@ -107,6 +107,8 @@ class AnalysisWorker:
         self.detections = 0
         self.latencies_s: list[float] = []
         self.analysis_s: list[float] = []
+        #: the segmenter's own measure of the nuclei (U-Net, diameter "auto") as last logged
+        self.nucleus_size: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ acquisition side
 
@@ -150,6 +152,36 @@ class AnalysisWorker:
 
     # ------------------------------------------------------------------ worker thread
 
+    def _note_nucleus_size(self, item: FrameItem) -> None:
+        """Keep what a segmenter that measures the nuclei itself (U-Net, diameter
+        "auto") measured, and log it whenever its binning changes or its measure is
+        held: how the run's frames were analysed."""
+        measure = getattr(self.segmenter, "last_measure", None)
+        if not isinstance(measure, dict):
+            return
+        info = item.info
+        size = dict(measure)
+        d_px = measure.get("diameter_px")
+        if d_px is not None and info.pixel_size_um > 0:
+            size["diameter_um"] = round(d_px * info.pixel_size_um, 2)
+        last, self.nucleus_size = self.nucleus_size, size
+        if last is not None and all(last.get(k) == size.get(k) for k in ("bin_factor", "held")):
+            return
+        self._log(
+            {
+                "t_s": self.scheduler.clock.now_s(),
+                "source": "analysis",
+                "position": info.position,
+                "trigger": {
+                    "position": info.position,
+                    "image": item.store_image,
+                    "t": item.t_index,
+                    "frame_t_s": info.t_s,
+                },
+                "nucleus_size": size,
+            }
+        )
+
     def _loop(self) -> None:
         while True:
             with self._cv:
@@ -185,6 +217,7 @@ class AnalysisWorker:
         else:
             image = clean_hot_pixels(item.image)
             labels = np.asarray(self.segmenter.segment(image[None]))[0]
+        self._note_nucleus_size(item)
         if self._write_labels is not None:
             self._write_labels(item.store_image, item.t_index, labels)
         analyzer = self.analyzers.get(info.position)

@@ -74,6 +74,9 @@ _TRAINED_RADIUS_PX = (4.0, 22.0)
 AUTO_DIAMETER = "auto"
 #: smallest binned frame side a diameter probe runs on (a few nuclei across at most)
 _MIN_PROBE_PX = 64
+#: objects a full-resolution measure needs to count towards a held diameter: a few
+#: objects may be one large nucleus the network cut into pieces
+_HOLD_MIN_OBJECTS = 10
 
 
 class _Block(nn.Sequential):
@@ -561,12 +564,17 @@ def recorded_diameter_px(meta: dict[str, Any]) -> float | None:
 def median_diameter_px(labels: Tensor) -> float:
     """Equivalent diameter of the median object of ``(N, H, W)`` labels, pooled over
     the frames (nan when there is none): one host sync."""
+    return _objects(labels)[0]
+
+
+def _objects(labels: Tensor) -> tuple[float, int]:
+    """(median equivalent diameter, number) of the objects of ``(N, H, W)`` labels."""
     n, h, w = labels.shape
     keyed = labels.long() + (torch.arange(n, device=labels.device) * (h * w + 1)).view(n, 1, 1)
     ids, areas = torch.unique(keyed[labels > 0], return_counts=True)
     if not len(ids):
-        return math.nan
-    return 2 * math.sqrt(float(areas.float().median()) / math.pi)
+        return math.nan, 0
+    return 2 * math.sqrt(float(areas.float().median()) / math.pi), len(ids)
 
 
 def default_weights_path() -> Path:
@@ -624,6 +632,16 @@ class UNetSegmenter:
         coarse probes and at full resolution, for images of unknown pixel size;
         the call's frames share one binning (:attr:`last_diameter_px`,
         :attr:`last_bin_factor`).
+    hold_after : int, optional
+        With ``"auto"``, for a stream of frames of one specimen and objective (a
+        time-lapse): after this many calls gave a sure measure (a coarse probe saw
+        large nuclei, or the full-resolution pass found at least 10 objects, not
+        specks near the smallest size kept), the
+        median of those measures is held (:attr:`held_diameter_px`) and later
+        calls are segmented at its binning without measuring. An empty frame, or
+        one large nucleus cut into pieces, then cannot unbin a frame of a run of
+        40x frames, and in-range frames stop paying for the probes. None: measure
+        in every call.
     compiled : bool, optional
         Instance extraction as fused compiled kernels (default: on for CUDA,
         where it is most of the time per frame otherwise; needs Triton, and falls
@@ -661,6 +679,7 @@ class UNetSegmenter:
         model: UNet | None = None,
         tta: bool = False,
         nucleus_diameter_px: float | str | None = None,
+        hold_after: int | None = None,
         compiled: bool | None = None,
         cuda_graphs: bool = False,
         channels_last: bool | None = None,
@@ -701,6 +720,16 @@ class UNetSegmenter:
         #: diameter it measured (nan: no nucleus found)
         self.last_bin_factor = self.bin_factor
         self.last_diameter_px: float | None = None
+        if hold_after is not None and not (self.auto_diameter and hold_after >= 1):
+            raise ValueError(
+                f"hold_after={hold_after!r}: a number of calls (1 or more) after which an "
+                f"'auto' nucleus diameter is held; it needs nucleus_diameter_px='auto'"
+            )
+        self.hold_after = hold_after
+        #: sure measures so far, in full-resolution pixels (see ``hold_after``)
+        self.sure_measures: list[float] = []
+        #: with ``hold_after``, the diameter held once enough calls measured it
+        self.held_diameter_px: float | None = None
         self.half = (self._dev.type == "cuda") if half is None else half
         self.channels_last = (
             self._dev.type in ("cuda", "cpu") if channels_last is None else bool(channels_last)
@@ -781,11 +810,23 @@ class UNetSegmenter:
         """Labels, and the float32 frames they were found in with hot pixels replaced
         (at full resolution, before any binning)."""
         cleaned = clip_hot_pixels(frames.float())
-        if self.auto_diameter:
-            self.last_diameter_px, self.last_bin_factor, labels = self._estimate(cleaned)
+        if self.auto_diameter and self.held_diameter_px is None:
+            diameter, self.last_bin_factor, labels, sure = self._estimate(cleaned)
+            self.last_diameter_px = diameter
+            if sure and self.hold_after is not None:
+                self._count_towards_hold(diameter)
         else:
             labels = self._segment_binned(cleaned, self.bin_factor)
+            self.last_bin_factor = self.bin_factor
         return labels, cleaned
+
+    def _count_towards_hold(self, diameter: float) -> None:
+        self.sure_measures.append(diameter)
+        if self.hold_after is not None and len(self.sure_measures) >= self.hold_after:
+            # the median: one probe that took two touching nuclei for one is outvoted
+            held = float(np.median(self.sure_measures))
+            self.held_diameter_px = held
+            self.bin_factor = bin_factor(held, self.meta)
 
     def _segment_binned(self, cleaned: Tensor, f: int, full_size: bool = True) -> Tensor:
         """Labels of cleaned frames segmented after mean-binning by ``f`` (at the
@@ -815,9 +856,10 @@ class UNetSegmenter:
             labels = labels.repeat_interleave(f, -2).repeat_interleave(f, -1)[..., :h, :w]
         return labels
 
-    def _estimate(self, cleaned: Tensor) -> tuple[float, int, Tensor]:
+    def _estimate(self, cleaned: Tensor) -> tuple[float, int, Tensor, bool]:
         """Measure the nuclei's diameter and segment at the binning it calls for:
-        (diameter px, bin factor, labels).
+        (diameter px, bin factor, labels, whether the measure is sure: a probe saw
+        large nuclei, or the full-resolution pass found many objects).
 
         The network draws nuclei in its trained size range at their true size, but
         cuts much larger ones into pieces, so the frames alone do not say which
@@ -845,25 +887,37 @@ class UNetSegmenter:
                 seen.append(f * binned)  # in full-resolution pixels
             f *= 2
         if seen:
-            diameter = max(seen)
+            diameter, sure = max(seen), True
         else:
             probes[1] = self._segment_binned(cleaned, 1)
-            diameter = median_diameter_px(probes[1])
+            diameter, count = _objects(probes[1])
+            # many objects, not specks of noise near the smallest size kept
+            speck = 2 * math.sqrt(int(self.min_size_px) / math.pi)
+            sure = count >= _HOLD_MIN_OBJECTS and diameter >= 1.5 * speck
         chosen = bin_factor(diameter, self.meta) if diameter == diameter else 1  # nan: none
         labels = probes.get(chosen)
         if labels is None:
             labels = self._segment_binned(cleaned, chosen, full_size=False)
-        return diameter, chosen, self._full_size(labels, chosen, h, w)
+        return diameter, chosen, self._full_size(labels, chosen, h, w), sure
 
     @property
     def last_measure(self) -> dict[str, Any] | None:
         """With :attr:`auto_diameter`, what the last call measured and chose, JSON-ready
-        (``diameter_px`` None when it found no nucleus); else None."""
+        (``diameter_px`` None when it found no nucleus; ``held`` True once the
+        diameter is held, see ``hold_after``); else None."""
         if not self.auto_diameter:
             return None
+        if self.held_diameter_px is not None:
+            return {
+                "diameter_px": round(self.held_diameter_px, 2), "bin_factor": self.bin_factor,
+                "held": True, "measures": len(self.sure_measures),
+            }  # fmt: skip
         d = self.last_diameter_px
         diameter = None if d is None or math.isnan(d) else d
-        return {"diameter_px": diameter, "bin_factor": self.last_bin_factor}
+        measure: dict[str, Any] = {"diameter_px": diameter, "bin_factor": self.last_bin_factor}
+        if self.hold_after is not None:
+            measure["held"] = False
+        return measure
 
     def warm_up(self, height: int, width: int, batch: int = 1) -> None:
         """Run one blank batch of this shape, so the first real frame pays no

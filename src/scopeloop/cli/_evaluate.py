@@ -32,11 +32,13 @@ def evaluate(
         typer.Option("--no-reference", help="Score the run alone; skip the fixed plans."),
     ] = False,
     min_frames: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--min-frames", min=1, help="Frames from onset to end of anaphase for a catch."
+            "--min-frames",
+            min=1,
+            help="Frames from onset to end of anaphase for a catch (default 5).",
         ),
-    ] = 5,
+    ] = None,
     json_out: Annotated[
         Path | None,
         typer.Option(
@@ -142,7 +144,7 @@ def evaluate(
             "--n-images": n_images, "--quick": quick, "--tta": tta, "--seed": seed,
             "--draws": draws != 1, "--nucleus-diameter": nucleus_diameter,
         }  # fmt: skip
-        run_only = {"--no-reference": no_reference, "--min-frames": min_frames != 5}
+        run_only = {"--no-reference": no_reference, "--min-frames": min_frames is not None}
         stray = [k for k, v in (segmenter_only if run else run_only).items() if v]
         if stray:
             verb = "apply" if len(stray) > 1 else "applies"
@@ -175,7 +177,10 @@ def evaluate(
             raise BadInput(f"run folder {str(run)!r} does not exist")
         if not (run / "frames.jsonl").is_file():
             raise BadInput(f"{run} is not a run folder (no frames.jsonl)")
-        _evaluate_run(run, references=not no_reference, min_frames=min_frames, json_out=json_out)
+        from scopeloop.evaluation.run_scoring import MIN_FRAMES_FOR_CATCH
+
+        frames = MIN_FRAMES_FOR_CATCH if min_frames is None else min_frames
+        _evaluate_run(run, references=not no_reference, min_frames=frames, json_out=json_out)
 
 
 def _evaluate_segmenters(**kwargs: Any) -> None:

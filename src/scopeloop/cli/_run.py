@@ -160,6 +160,7 @@ def run(
             f"skipped positions {s.skipped_positions}; frame-to-decision latency {lat}\n"
             f"  light {s.light_used_s:.2f} s{budget}"
             + (f"; specimen dose {s.specimen_light_dose:.2f}" if s.specimen_light_dose else "")
+            + _nucleus_size_line(s.nucleus_size)
             + f"\n  run folder: {s.run_dir}"
         )
         if s.error:
@@ -168,3 +169,16 @@ def run(
             raise typer.Exit(130)
         if s.stop_reason.startswith("error"):
             raise typer.Exit(EXIT_FAILURE)
+
+
+def _nucleus_size_line(measure: dict[str, Any] | None) -> str:
+    """With analysis.nucleus_diameter_um "auto": what the U-Net measured and how it binned."""
+    if measure is None:
+        return ""
+    d = measure.get("diameter_px")
+    um = f" ({measure['diameter_um']:.1f} um)" if measure.get("diameter_um") else ""
+    size = f"{d:.0f} px{um}" if d is not None else "not measured (no nucleus found)"
+    f = int(measure.get("bin_factor", 1))
+    how = f"frames binned {f}x{f}" if f > 1 else "frames as they are"
+    held = "held" if measure.get("held") else "still measuring each frame"
+    return f"\n  nuclei {size}: {how} ({held})"

@@ -235,7 +235,11 @@ def write_report(
     if not frames:
         raise ValueError(f"{run}: the run holds no frames; nothing to report")
     info = read_run_info(run)
-    decisions = read_decisions(run) if (run / "decisions.jsonl").is_file() else []
+    records = read_decisions(run) if (run / "decisions.jsonl").is_file() else []
+    # actions decided (accepted or refused); the log also notes the run's end, its
+    # summary and what the segmenter measured, which are not decisions
+    decisions = [d for d in records if isinstance(d.get("action"), dict)]
+    sizes = [d["nucleus_size"] for d in records if isinstance(d.get("nucleus_size"), dict)]
     score: PlanScore | None = None
     gt_note = "real microscope or ground truth not requested: no scoring"
     if ground_truth:
@@ -287,6 +291,8 @@ def write_report(
         ],
         ["scoring", gt_note],
     ]
+    if sizes:
+        summary.append(["nuclei (measured by the segmenter)", _nucleus_size(sizes[-1])])
     if score is not None:
         summary += [
             [
@@ -374,3 +380,13 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+def _nucleus_size(size: dict[str, Any]) -> str:
+    """The segmenter's own measure of the nuclei, as the decision log last noted it."""
+    d, f = size.get("diameter_px"), int(size.get("bin_factor", 1))
+    um = f" ({size['diameter_um']:.1f} um)" if size.get("diameter_um") else ""
+    what = f"{d:.0f} px{um}" if d is not None else "none found"
+    how = f"binned {f}x{f}" if f > 1 else "as they are"
+    held = "held" if size.get("held") else "measured per frame"
+    return f"{what}; frames analysed {how}, {held}"

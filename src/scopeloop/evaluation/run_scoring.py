@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "MIN_FRAMES_FOR_CATCH",
     "FrameRow",
     "MitosisScore",
     "PlanScore",
@@ -45,6 +46,9 @@ __all__ = [
     "score_frames",
     "score_run",
 ]
+
+#: frames from a mitosis's onset to the end of its anaphase for it to count as caught
+MIN_FRAMES_FOR_CATCH = 5
 
 # Keys the frame journal may use for one quantity (first match wins). The loop writes
 # the first of each; the others keep older or hand-made runs readable.
@@ -303,7 +307,7 @@ def score_frames(
     frames: Sequence[FrameRow],
     ground_truth: Mapping[str, Any],
     *,
-    min_frames: int = 5,
+    min_frames: int = MIN_FRAMES_FOR_CATCH,
     burst_modes: Iterable[str] = ("burst",),
     timelapse_modes: Iterable[str] = ("baseline", "burst"),
     ground_truth_source: str = "recorded",
@@ -418,7 +422,9 @@ def score_frames(
     )
 
 
-def score_run(run_dir: str | Path, name: str = "adaptive", min_frames: int = 5) -> PlanScore:
+def score_run(
+    run_dir: str | Path, name: str = "adaptive", min_frames: int = MIN_FRAMES_FOR_CATCH
+) -> PlanScore:
     """Score a run folder against its ground truth (recorded or regenerated)."""
     frames = load_run_frames(run_dir)
     if not frames:
@@ -441,7 +447,7 @@ def compare_with_fixed_plans(
     run_dir: str | Path,
     *,
     work_dir: str | Path | None = None,
-    min_frames: int = 5,
+    min_frames: int = MIN_FRAMES_FOR_CATCH,
     references: bool = True,
     progress: Any = None,
 ) -> dict[str, Any]:

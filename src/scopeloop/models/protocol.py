@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .detector_config import DetectorConfig
 from .policy_config import BurstOnEventPolicyConfig, PolicyConfig
@@ -149,13 +156,15 @@ class AnalysisSpec(_Model):
         "augmentation). A little more accurate, four network passes per frame: for a GPU, "
         "or when frames come slowly.",
     )
-    nucleus_diameter_um: float | None = Field(
+    nucleus_diameter_um: Annotated[float, Field(gt=0)] | Literal["auto"] | None = Field(
         None,
-        gt=0,
         description="U-Net only: typical nucleus diameter in micrometres (e.g. 11 for HeLa "
         "H2B-GFP). With the objective's pixel size it tells the U-Net when nuclei are "
         "larger than it was trained on (over 44 px across, e.g. 40x or 60x without "
-        "binning); frames are then binned for the analysis. None: frames as they come.",
+        "binning); frames are then binned for the analysis. 'auto': the U-Net measures "
+        "the nuclei in the first frames that show enough of them and holds the median of "
+        "three such measures for the rest of the run (no pixel size needed; logged in "
+        "decisions.jsonl). None: frames as they come.",
     )
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.")
     channel: str | None = Field(
@@ -164,6 +173,14 @@ class AnalysisSpec(_Model):
     inbox_size: int = Field(
         8, ge=1, le=1024, description="Frames waiting for analysis before stale ones drop."
     )
+
+    @field_validator("nucleus_diameter_um", mode="before")
+    @classmethod
+    def _diameter_or_auto(cls, v: Any) -> Any:
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        if v is None or v == "auto" or (number and v > 0):  # NaN is not > 0
+            return v
+        raise ValueError("must be a positive number of micrometres or 'auto'")
 
     @model_validator(mode="after")
     def _options_fit_the_segmenter(self) -> AnalysisSpec:
